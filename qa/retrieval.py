@@ -1,0 +1,159 @@
+"""Retrieve stage: dense (FAISS) and BM25 search over an index, fused, with a measured abstention cut-off."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from qa.config import MODES, Settings
+from qa.embedding import Embedder
+from qa.errors import QuestionError
+from qa.records import Chunk, Hit
+from qa.store import IndexData, bm25_tokenize
+
+_WORD = re.compile(r"\w", re.UNICODE)
+_SENTENCE_END = tuple(".!?。！？…\"”’')»")
+
+
+def _is_heading(text: str) -> bool:
+    """A short line with no closing punctuation: a title or section heading rather than a sentence."""
+    return "\n" not in text and len(text.split()) <= 10 and not text.rstrip().endswith(_SENTENCE_END)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits best first; empty when the best evidence is below the cut-off (`relevance` says how close it came)."""
+
+    question: str
+    mode: str
+    hits: tuple[Hit, ...]
+    relevance: float
+    abstained: bool
+
+
+def clean_question(question: str, max_chars: int) -> str:
+    """Strip control characters and white space; refuse what cannot be a question."""
+    if not isinstance(question, str):
+        raise QuestionError("the question must be text")
+    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in question)
+    text = " ".join(text.split())
+    if not text:
+        raise QuestionError("the question is empty: type a question about your documents")
+    if len(text) > max_chars:
+        raise QuestionError(f"the question is {len(text):,} characters long; the limit is {max_chars:,}: "
+                            "ask something shorter")
+    if not _WORD.search(text):
+        raise QuestionError("the question has no words in it: ask something about your documents")
+    return text
+
+
+class Searcher:
+    """Searches one loaded index. The embedder is only needed for the semantic and hybrid modes."""
+
+    def __init__(self, data: IndexData, settings: Settings, embedder: Embedder | None) -> None:
+        self.data = data
+        self.settings = settings
+        self.embedder = embedder
+        self._vocab: dict[str, int] = dict(data.bm25.vocab_dict)
+        # Document frequency per term straight from BM25's sparse matrix: idf for sentence-level matching.
+        df = np.diff(np.asarray(data.bm25.scores["indptr"]))
+        n = max(len(data.chunks), 1)
+        self._idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+    def search(self, question: str, k: int | None = None, mode: str | None = None) -> SearchResult:
+        s = self.settings
+        k = s.k if k is None else k
+        mode = mode or s.mode
+        if mode not in MODES:
+            raise QuestionError(f"unknown mode '{mode}': use one of {', '.join(MODES)}")
+        if k < 1:
+            raise QuestionError("k must be at least 1")
+        question = clean_question(question, s.max_question_chars)
+        n = len(self.data.chunks)
+        pool = min(n, max(s.candidates, k))
+
+        keyword = self._bm25_scores(question)
+        top_keyword = float(keyword.max()) if n else 0.0
+        if mode == "keyword":
+            order = [i for i in np.argsort(-keyword, kind="stable")[:k] if keyword[i] > 0]
+            hits = [self._keyword_hit(i, float(keyword[i]), question) for i in order]
+            return SearchResult(question, mode, tuple(hits), top_keyword, not hits)
+
+        query = self._encode([question])[0]
+        scores, ids = self.data.dense.search(query[None, :], pool)
+        candidates = {int(i) for i in ids[0] if i >= 0}
+        if mode == "hybrid" and top_keyword > 0:
+            candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
+        rows = np.fromiter(candidates, dtype=np.int64)
+        dense = self.data.vectors[rows] @ query
+        if mode == "hybrid":
+            norm = keyword[rows] / top_keyword if top_keyword > 0 else np.zeros(len(rows), dtype=np.float32)
+            fused = s.alpha * dense + (1 - s.alpha) * norm
+        else:
+            fused = dense
+        # The few best chunks are re-scored with their best sentence: a chunk that holds the one sentence
+        # answering the question beats a chunk that is only broadly on topic.
+        best = np.argsort(-fused, kind="stable")[: k + s.rerank_extra]
+        picked = [(int(rows[i]), float(fused[i]), float(dense[i])) for i in best]
+        sentence_scores = self._sentence_scores(query, question, [self.data.chunks[r] for r, _, _ in picked])
+        hits = []
+        for (row, score, cosine), (span, span_score, span_cosine) in zip(picked, sentence_scores):
+            final = (1 - s.sentence_weight) * score + s.sentence_weight * span_score
+            hits.append(Hit(self.data.chunks[row], final, cosine, float(keyword[row]), span, span_cosine))
+        hits = sorted(hits, key=lambda h: -h.score)[:k]
+        relevance = max((h.highlight_score for h in hits), default=0.0)
+        if relevance < s.min_relevance:
+            return SearchResult(question, mode, (), relevance, True)
+        return SearchResult(question, mode, tuple(hits), relevance, False)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.embedder is None:
+            raise QuestionError("this search needs the embedding model; use mode 'keyword' or load the model")
+        return self.embedder.encode(texts)
+
+    def _bm25_scores(self, question: str) -> np.ndarray:
+        tokens = [self._vocab[t] for t in bm25_tokenize([question])[0] if t in self._vocab]
+        if not tokens or not self.data.chunks:
+            return np.zeros(len(self.data.chunks), dtype=np.float32)
+        return np.asarray(self.data.bm25.get_scores_from_ids(tokens), dtype=np.float32)
+
+    def _sentence_scores(self, query: np.ndarray, question: str,
+                         chunks: list[Chunk]) -> list[tuple[tuple[int, int], float, float]]:
+        """Each chunk's best sentence (the highlight): cosine plus the idf-weighted share of the question's
+        terms it contains, which separates sentences the model finds almost equally close.
+        Returns (span, combined score, cosine)."""
+        spans = [span for c in chunks for span in c.sentences]
+        texts = [c.text[s - c.start : e - c.start] for c in chunks for s, e in c.sentences]
+        if not texts:
+            return []
+        cosines = self._encode(texts) @ query
+        combined = cosines + self.settings.sentence_terms_weight * self._term_coverage(question, texts)
+        # Headings echo the question's words but answer nothing; they win only where there is nothing else.
+        headings = np.array([_is_heading(t) for t in texts])
+        result, at = [], 0
+        for c in chunks:
+            part = slice(at, at + len(c.sentences))
+            ranked = np.where(headings[part], combined[part] - 10.0, combined[part])
+            best = at + int(np.argmax(ranked))
+            result.append((spans[best], float(combined[best]), float(cosines[best])))
+            at += len(c.sentences)
+        return result
+
+    def _term_coverage(self, question: str, texts: list[str]) -> np.ndarray:
+        terms = {self._vocab[t] for t in bm25_tokenize([question])[0] if t in self._vocab}
+        total = float(sum(self._idf[t] for t in terms))
+        if not terms or total <= 0:
+            return np.zeros(len(texts), dtype=np.float32)
+        found = [{self._vocab[t] for t in tokens if t in self._vocab} & terms for tokens in bm25_tokenize(texts)]
+        return np.array([sum(self._idf[t] for t in f) / total for f in found], dtype=np.float32)
+
+    def _keyword_hit(self, row: int, score: float, question: str) -> Hit:
+        # Without the model, the highlight is the sentence sharing the most question terms.
+        chunk = self.data.chunks[row]
+        terms = set(bm25_tokenize([question])[0])
+        texts = [chunk.text[s - chunk.start : e - chunk.start] for s, e in chunk.sentences]
+        overlaps = [len(terms & set(t)) for t in bm25_tokenize(texts)]
+        best = int(np.argmax(overlaps))
+        return Hit(chunk, score, 0.0, score, chunk.sentences[best], float(overlaps[best]))

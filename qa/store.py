@@ -1,0 +1,250 @@
+"""Store stage: the on-disk index (manifest, chunk table, vectors, BM25, document texts); atomic, versioned writes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qa.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, QAError
+from qa.records import Chunk
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+# Files of one generation; the manifest names the generation it belongs to, so uncommitted files are garbage.
+_GENERATION_FILE = re.compile(r"^(chunks|vectors|bm25)\.(\d+)(\.jsonl|\.npy)?$")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One indexed file: the hash of its bytes, and where its extracted text is kept."""
+
+    sha256: str
+    bytes: int
+    chunks: int
+    text_sha256: str
+    page_starts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    generation: int
+    model: dict[str, object]
+    settings: dict[str, object]
+    files: dict[str, FileEntry]
+    chunk_count: int
+    updated: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "generation": self.generation,
+            "model": self.model,
+            "settings": self.settings,
+            "chunk_count": self.chunk_count,
+            "updated": self.updated,
+            "files": {s: {"sha256": f.sha256, "bytes": f.bytes, "chunks": f.chunks, "text_sha256": f.text_sha256,
+                          "page_starts": list(f.page_starts)} for s, f in sorted(self.files.items())},
+        }
+
+    @staticmethod
+    def from_json(data: dict) -> Manifest:
+        files = {s: FileEntry(f["sha256"], f["bytes"], f["chunks"], f["text_sha256"], tuple(f.get("page_starts", ())))
+                 for s, f in data["files"].items()}
+        return Manifest(data["generation"], data["model"], data["settings"], files, data["chunk_count"],
+                        data.get("updated", 0.0))
+
+
+@dataclass
+class IndexData:
+    """A loaded index: chunks and vectors share row numbers; the FAISS and BM25 indexes are built over them."""
+
+    path: Path
+    manifest: Manifest
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    dense: object  # faiss.Index
+    bm25: object  # bm25s.BM25
+
+    def document_text(self, source: str) -> str:
+        entry = self.manifest.files[source]
+        return (self.path / "docs" / f"{entry.text_sha256}.txt").read_text(encoding="utf-8", errors="surrogatepass")
+
+
+def bm25_tokenize(texts: list[str]) -> list[list[str]]:
+    """Lower-cased, English-stemmed word tokens without stop words; the same for chunks and questions."""
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False,
+                          show_progress=False)
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    file = path / MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexCorruptError(f"{file} is unreadable ({exc}): rebuild with `qa index --rebuild --index {path}`") from None
+    if data.get("format_version") != FORMAT_VERSION:
+        raise IndexMismatchError(f"the index at {path} has format {data.get('format_version')}, this qa reads "
+                                 f"{FORMAT_VERSION}: rebuild it with `qa index --rebuild --index {path}`")
+    return Manifest.from_json(data)
+
+
+def check_compatible(manifest: Manifest, model: dict[str, object], settings: dict[str, object], path: Path) -> None:
+    """Refuse an index whose vectors or chunks were made differently: mixing them would give wrong answers."""
+    for label, stored_all, wanted in (("model", manifest.model, model), ("chunk settings", manifest.settings, settings)):
+        stored = {key: stored_all.get(key) for key in wanted}
+        if stored != wanted:
+            raise IndexMismatchError(f"the index at {path} was built with {label} {json.dumps(stored)}, not "
+                                     f"{json.dumps(wanted)}: rebuild it with `qa index --rebuild --index {path}`")
+
+
+def read_index(path: Path) -> IndexData:
+    # A writer may commit a new generation and delete the old files between our reads: read again.
+    for attempt in range(5):
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise IndexMissingError(f"no index at {path} yet: build it with `qa index --index {path}`")
+        try:
+            return _read_generation(path, manifest)
+        except FileNotFoundError:
+            if attempt == 4:
+                raise IndexCorruptError(f"files of the index at {path} are missing: rebuild it with "
+                                        f"`qa index --rebuild --index {path}`") from None
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _read_generation(path: Path, manifest: Manifest) -> IndexData:
+    import bm25s
+    import faiss
+
+    gen = manifest.generation
+    chunks = []
+    with open(path / f"chunks.{gen}.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            chunks.append(Chunk(row["id"], row["source"], row["start"], row["end"], row["text"], row["page"],
+                                row["line"], tuple(tuple(s) for s in row["sentences"])))
+    try:
+        vectors = np.load(path / f"vectors.{gen}.npy", allow_pickle=False)
+    except ValueError as exc:
+        raise IndexCorruptError(f"vectors of the index at {path} are damaged ({exc}): rebuild with "
+                                f"`qa index --rebuild --index {path}`") from None
+    if len(vectors) != len(chunks) or len(chunks) != manifest.chunk_count:
+        raise IndexCorruptError(f"the index at {path} is inconsistent: rebuild with `qa index --rebuild --index {path}`")
+    dense = faiss.IndexFlatIP(vectors.shape[1])
+    dense.add(vectors)
+    if not (path / f"bm25.{gen}").is_dir():
+        raise FileNotFoundError(path / f"bm25.{gen}")
+    bm25 = bm25s.BM25.load(str(path / f"bm25.{gen}"), mmap=False, load_corpus=False)
+    return IndexData(path, manifest, chunks, vectors, dense, bm25)
+
+
+def save_text(path: Path, text: str) -> str:
+    """Keep a document's extracted text under its hash (for context and citations); returns the hash."""
+    data = text.encode("utf-8", "surrogatepass")
+    sha = hashlib.sha256(data).hexdigest()
+    target = path / "docs" / f"{sha}.txt"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(target, data)
+    return sha
+
+
+def next_generation(path: Path) -> int:
+    """A generation number no file in the folder uses yet, committed or left over from a crash."""
+    used = [int(m.group(2)) for e in path.iterdir() if (m := _GENERATION_FILE.match(e.name))] if path.is_dir() else []
+    try:
+        manifest = read_manifest(path)
+    except QAError:  # a damaged or foreign manifest is being replaced by a rebuild
+        manifest = None
+    return max([0, *used, manifest.generation if manifest else 0]) + 1
+
+
+def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np.ndarray, k1: float, b: float) -> None:
+    """Write a new generation next to the old one, then switch to it by replacing the manifest atomically."""
+    import bm25s
+
+    path.mkdir(parents=True, exist_ok=True)
+    gen = manifest.generation
+    with open(path / f"chunks.{gen}.jsonl", "w", encoding="utf-8") as handle:
+        for c in chunks:
+            handle.write(json.dumps({"id": c.id, "source": c.source, "start": c.start, "end": c.end, "page": c.page,
+                                     "line": c.line, "sentences": c.sentences, "text": c.text}, ensure_ascii=False))
+            handle.write("\n")
+        _sync(handle)
+    with open(path / f"vectors.{gen}.npy", "wb") as handle:
+        np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+        _sync(handle)
+    bm25_dir = path / f"bm25.{gen}"
+    shutil.rmtree(bm25_dir, ignore_errors=True)
+    retriever = bm25s.BM25(k1=k1, b=b)
+    retriever.index(bm25_tokenize([c.text for c in chunks]), show_progress=False)
+    retriever.save(str(bm25_dir))
+    for file in bm25_dir.iterdir():
+        _sync_path(file)
+    _sync_path(bm25_dir)
+    _sync_path(path)
+    _write_atomic(path / MANIFEST, json.dumps(manifest.to_json(), indent=1, ensure_ascii=False).encode())
+    collect_garbage(path, manifest)
+
+
+def collect_garbage(path: Path, manifest: Manifest) -> None:
+    """Delete files of other generations, half-written temporaries and texts no file refers to."""
+    keep_texts = {f"{f.text_sha256}.txt" for f in manifest.files.values()}
+    for entry in path.iterdir():
+        match = _GENERATION_FILE.match(entry.name)
+        if (match and int(match.group(2)) != manifest.generation) or entry.name.endswith(".tmp"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+    docs = path / "docs"
+    if docs.is_dir():
+        for entry in docs.iterdir():
+            if entry.name not in keep_texts:
+                entry.unlink(missing_ok=True)
+
+
+def lock(path: Path, timeout: float = 0.0):  # -> filelock.FileLock, entered
+    """An exclusive lock on the index folder for writers; readers never need it."""
+    from filelock import FileLock, Timeout
+
+    path.mkdir(parents=True, exist_ok=True)
+    handle = FileLock(str(path / ".lock"), timeout=timeout)
+    try:
+        handle.acquire()
+    except Timeout:
+        raise IndexLockedError(f"another `qa index` is writing to {path}: wait for it to finish, "
+                               "or pass --wait SECONDS") from None
+    return handle
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    temp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        _sync(handle)
+    os.replace(temp, target)
+    _sync_path(target.parent)
+
+
+def _sync(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _sync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,128 @@
+"""Shared fixtures: the real model once per session, a tiny fake embedder for index logic, sample folders."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "corpus" / "japan-taiwan-relations-taitra.txt"
+QUESTIONS = json.loads((Path(__file__).parent / "data" / "seed_questions.json").read_text(encoding="utf-8"))
+QA = [sys.executable, "-m", "qa"]
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words vectors: words hash into 64 buckets. Counts what it was asked to embed."""
+
+    name = "hash-64"
+    backend = "fake"
+    dim = 64
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def encode(self, texts, progress=None):
+        self.calls.extend(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+        if progress:
+            progress(len(texts), len(texts))
+        return out
+
+
+@pytest.fixture
+def fake_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from qa.config import Settings
+
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, settings) -> Path:
+    """The default article indexed with the real model, once for the session."""
+    from qa.api import build_index
+
+    path = tmp_path_factory.mktemp("seed-index")
+    corpus = tmp_path_factory.mktemp("seed-corpus")
+    shutil.copy(SEED, corpus / SEED.name)
+    build_index([corpus], settings=settings.with_(index_dir=path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def seed_retriever(seed_index, settings):
+    from qa.api import Retriever
+
+    return Retriever(seed_index, settings=settings.with_(index_dir=seed_index))
+
+
+def make_pdf(path: Path, pages: list[str]) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=11)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 6, text)
+    pdf.output(str(path))
+
+
+def make_docx(path: Path, paragraphs: list[str]) -> None:
+    import docx
+
+    document = docx.Document()
+    for text in paragraphs:
+        document.add_paragraph(text)
+    document.save(str(path))
+
+
+def make_mixed_folder(folder: Path) -> dict[str, str]:
+    """One file per supported format, plus bad files. Returns {source: a phrase only that file contains}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("The lighthouse keeper logged forty storms in 1893.\n\nHe kept the lamp lit "
+                                      "with whale oil until the harbour board switched to kerosene.", encoding="utf-8")
+    (folder / "guide.md").write_text("# Beekeeping\n\nA healthy hive holds about fifty thousand bees in summer.\n\n"
+                                     "- Queens live for up to five years.\n", encoding="utf-8")
+    (folder / "page.html").write_text("<html><head><title>Volcano facts</title><script>var secret='hidden-js';"
+                                      "</script><style>p{color:red}</style></head><body><h1>Volcanoes</h1><p>Mount "
+                                      "<b>Etna</b> is the most active volcano in Europe.</p></body></html>",
+                                      encoding="utf-8")
+    make_pdf(folder / "report.pdf", ["Page one is about the glacier survey of 2019.",
+                                     "The survey found the glacier retreated thirty metres in a single year."])
+    make_docx(folder / "memo.docx", ["Memo to staff.", "The cafeteria will serve ramen every Thursday from March."])
+    sub = folder / "nested" / "deeper"
+    sub.mkdir(parents=True)
+    (sub / "legacy.txt").write_bytes("Die Bäckerei öffnet um sechs Uhr früh und schließt mittags.".encode("cp1252"))
+    (sub / "utf16.txt").write_text("The orchestra rehearses Mahler's fifth symphony on Tuesdays.", encoding="utf-16")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\ntrailer\n<<")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 64)
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    return {
+        "notes.txt": "forty storms",
+        "guide.md": "fifty thousand bees",
+        "page.html": "most active volcano in Europe",
+        "report.pdf": "retreated thirty metres",
+        "memo.docx": "ramen every Thursday",
+        "nested/deeper/legacy.txt": "Bäckerei öffnet um sechs Uhr",
+        "nested/deeper/utf16.txt": "Mahler's fifth symphony",
+    }

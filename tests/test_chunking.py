@@ -1,0 +1,108 @@
+"""Chunking: exact offsets in every format (property-tested), token limits, overlap, coverage."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from conftest import make_docx, make_pdf
+from qa.chunking import MODEL_MAX_TOKENS, Chunker, sentence_spans
+from qa.config import Settings
+from qa.loaders import load
+from qa.records import Document
+
+SETTINGS = Settings()
+CHUNKER = Chunker(SETTINGS.model_path, 48, 12)
+
+_word = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFG0123456789éü-'", min_size=1, max_size=14)
+_sentence = st.builds(lambda ws, end: " ".join(ws) + end, st.lists(_word, min_size=1, max_size=30),
+                      st.sampled_from([".", "!", "?", "", ":"]))
+_paragraph = st.builds(" ".join, st.lists(_sentence, min_size=1, max_size=6))
+_document = st.lists(_paragraph, min_size=1, max_size=8)
+_unicode_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=3000)
+
+
+def _check(document: Document, chunker: Chunker = CHUNKER) -> list:
+    chunks = chunker.chunk(document)
+    for chunk in chunks:
+        assert document.text[chunk.start : chunk.end] == chunk.text
+        assert chunk.sentences[0][0] == chunk.start and chunk.sentences[-1][1] == chunk.end
+        assert chunker.count_tokens([chunk.text])[0] <= MODEL_MAX_TOKENS
+        assert chunk.page == document.page_at(chunk.start)
+    for before, after in zip(chunks, chunks[1:]):
+        assert after.start > before.start  # always moves forward
+    covered = {span for chunk in chunks for span in chunk.sentences}
+    assert covered == {(s, e) for s, e, _ in sentence_spans(document)} or any(
+        chunker.count_tokens([document.text[s:e]])[0] > chunker.chunk_tokens for s, e, _ in sentence_spans(document))
+    return chunks
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(_unicode_text)
+def test_offsets_exact_on_arbitrary_text(text):
+    _check(Document("x.txt", text))
+
+
+@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paragraphs=_document, fmt=st.sampled_from(["txt", "md", "html", "pdf", "docx"]))
+def test_offsets_exact_in_every_format(tmp_path, paragraphs, fmt):
+    path = tmp_path / f"doc.{fmt}"
+    if fmt in ("txt", "md"):
+        path.write_text("\n\n".join(paragraphs), encoding="utf-8")
+    elif fmt == "html":
+        path.write_text("<html><body>" + "".join(f"<p>{p}</p>" for p in paragraphs) + "</body></html>")
+    elif fmt == "pdf":
+        make_pdf(path, ["\n\n".join(paragraphs[i : i + 2]) for i in range(0, len(paragraphs), 2)])
+    else:
+        make_docx(path, paragraphs)
+    document = load(path, path.name, path.read_bytes())
+    chunks = _check(document)
+    assert chunks, "every non-empty document gives chunks"
+    if fmt == "pdf":
+        assert max(c.page for c in chunks) == (len(paragraphs) + 1) // 2
+
+
+def test_chunk_size_respected_and_overlap_present():
+    sentences = [f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(60)]
+    doc = Document("s.txt", " ".join(sentences))
+    chunks = _check(doc)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert CHUNKER.count_tokens([chunk.text])[0] <= 48
+    overlaps = [b.start < a.end for a, b in zip(chunks, chunks[1:])]
+    assert all(overlaps), "consecutive chunks share trailing sentences"
+
+
+def test_sentence_longer_than_chunk_is_split_not_truncated():
+    long_sentence = " ".join(f"word{i}" for i in range(400)) + "."
+    doc = Document("l.txt", "Short intro. " + long_sentence + " Short outro.")
+    chunks = _check(doc)
+    assert all(CHUNKER.count_tokens([c.text])[0] <= 48 for c in chunks)
+    joined = "".join(doc.text[s:e] for c in chunks for s, e in c.sentences)
+    assert "word0" in joined and "word399" in joined
+
+
+def test_pages_never_share_a_chunk():
+    text = "Page one sentence.\n\nPage two sentence."
+    doc = Document("p.pdf", text, (0, text.index("Page two")))
+    chunks = _check(doc)
+    assert [c.page for c in chunks] == [1, 2]
+
+
+def test_ids_are_stable_and_distinct():
+    doc = Document("s.txt", " ".join(f"Fact {i} is here." for i in range(100)))
+    first, second = CHUNKER.chunk(doc), CHUNKER.chunk(doc)
+    assert [c.id for c in first] == [c.id for c in second]
+    assert len({c.id for c in first}) == len(first)
+
+
+def test_default_settings_fit_the_model():
+    chunker = Chunker(SETTINGS.model_path, SETTINGS.chunk_tokens, SETTINGS.overlap_tokens)
+    doc = Document("r.txt", " ".join(f"Repeated sentence {i} with several more words in it." for i in range(300)))
+    assert all(chunker.count_tokens([c.text])[0] <= SETTINGS.chunk_tokens for c in chunker.chunk(doc))
+
+
+def test_bad_chunk_settings():
+    with pytest.raises(ValueError):
+        Chunker(SETTINGS.model_path, 400, 10)
+    with pytest.raises(ValueError):
+        Chunker(SETTINGS.model_path, 64, 64)

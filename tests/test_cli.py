@@ -1,0 +1,96 @@
+"""The command line end to end, as a user runs it: a mixed folder, JSON output, one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import QA, ROOT, make_mixed_folder
+
+QUESTIONS = {
+    "notes.txt": "How many storms did the lighthouse keeper log?",
+    "guide.md": "How many bees live in a healthy hive in summer?",
+    "page.html": "What is the most active volcano in Europe?",
+    "report.pdf": "How far did the glacier retreat in one year?",
+    "memo.docx": "What will the cafeteria serve on Thursdays?",
+    "nested/deeper/utf16.txt": "What does the orchestra rehearse on Tuesdays?",
+}
+
+
+def run(*args, check=True):
+    result = subprocess.run([*QA, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    phrases = make_mixed_folder(folder)
+    index = tmp_path_factory.mktemp("mixed-index")
+    result = run("index", str(folder), "--index", str(index), "--json")
+    return folder, index, phrases, json.loads(result.stdout), result.stderr
+
+
+def test_index_reports_every_file(mixed):
+    _, _, phrases, report, stderr = mixed
+    assert sorted(report["added"]) == sorted(phrases)
+    assert {f["source"] for f in report["failed"]} == {"broken.pdf", "binary.txt", "empty.txt"}
+    assert all(f["reason"] for f in report["failed"])
+    assert report["skipped"] == [{"source": "image.png", "reason": "unsupported file type '.png'"}]
+
+
+def test_ask_json_schema_and_answers_from_each_format(mixed):
+    from qa.api import Retriever
+
+    folder, index, phrases, _, _ = mixed
+    out = json.loads(run("ask", QUESTIONS["report.pdf"], "--index", str(index), "--json", "--k", "3").stdout)
+    assert set(out) == {"question", "passages"}
+    top = out["passages"][0]
+    assert set(top) == {"source", "page", "line", "start", "end", "text", "score", "highlight"}
+    assert top["source"] == "report.pdf" and top["page"] == 2 and "thirty metres" in top["text"]
+    assert isinstance(top["line"], int) and isinstance(top["score"], float)
+    retriever = Retriever(index)
+    assert [p.to_dict() for p in retriever.retrieve(QUESTIONS["report.pdf"], k=3)] == out["passages"]
+    for source, question in QUESTIONS.items():
+        passages = retriever.retrieve(question)
+        assert passages and passages[0].source == source, question
+        assert phrases[source] in passages[0].text
+    html_text = " ".join(p.text for p in retriever.retrieve("volcano Etna javascript secret"))
+    assert "hidden-js" not in html_text
+
+
+def test_second_index_run_embeds_nothing(mixed):
+    folder, index, _, _, _ = mixed
+    report = json.loads(run("index", str(folder), "--index", str(index), "--json").stdout)
+    assert report["chunks_embedded"] == 0 and len(report["unchanged"]) == 7
+
+
+def test_human_output_and_progress(mixed, tmp_path):
+    folder, index, _, _, stderr = mixed
+    out = run("ask", QUESTIONS["notes.txt"], "--index", str(index)).stdout
+    assert out.startswith("[1] notes.txt, line 1") and ">>" in out
+    result = run("index", str(folder), "--index", str(tmp_path / "fresh"))
+    assert "embedding chunks" in result.stderr and "7 added" in result.stdout
+    assert "failed: broken.pdf" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["index", "/no/such/folder"], "does not exist"),
+    (["ask", "anything", "--index", "/no/such/index"], "no index"),
+    (["ask", "   ", "--index", "{index}"], "empty"),
+])
+def test_errors_are_one_line_and_nonzero(mixed, args, message):
+    _, index, _, _, _ = mixed
+    result = run(*[a.format(index=index) for a in args], check=False)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+def test_empty_corpus_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("index", str(tmp_path / "empty"), "--index", str(tmp_path / "i"), check=False)
+    assert result.returncode == 2 and "no documents" in result.stderr

@@ -1,0 +1,84 @@
+"""Crash safety: a real `qa index` process is SIGKILLed mid-write; the index must always load and answer."""
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import QA, ROOT
+from qa.api import Retriever
+from qa.store import read_index, read_manifest
+
+KILLS = int(os.environ.get("QA_CRASH_KILLS", "6"))
+
+
+def _write_corpus(folder, version: int, files: int = 120) -> None:
+    folder.mkdir(exist_ok=True)
+    for i in range(files):
+        # Every run changes a few files so that each re-run has something to embed and write.
+        edition = version if i % 20 == version % 20 else 0
+        (folder / f"doc{i:03d}.txt").write_text(
+            f"Station {i} recorded {i * 7 % 97} millimetres of rain in edition {edition}. "
+            f"The keeper of station {i} is named Keeper{i}.\n\nIt lies {i * 3} kilometres from the coast.")
+
+
+def _kill_during(cmd, index, when: str, delay: float) -> bool:
+    """Start `cmd`; SIGKILL it either after `delay` s or the moment a new generation starts to be written."""
+    manifest = read_manifest(index)
+    gen = manifest.generation if manifest else 0
+    pattern = re.compile(rf"^(chunks|vectors|bm25)\.({gen + 1}|{gen + 2})")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    started = time.monotonic()
+    while proc.poll() is None and time.monotonic() < deadline:
+        if when == "write" and index.is_dir() and any(pattern.match(n) for n in os.listdir(index)):
+            break
+        if when == "time" and time.monotonic() - started >= delay:
+            break
+        time.sleep(0.0005)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return killed
+
+
+def _answers(index):
+    retriever = Retriever(index)
+    return [[(p.source, p.start, p.end) for p in retriever.retrieve(f"Who is the keeper of station {i}?", k=3)]
+            for i in (3, 40, 77)]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_write_never_breaks_the_index(tmp_path):
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    _write_corpus(corpus, 0)
+    cmd = [*QA, "index", str(corpus), "--index", str(index), "--quiet"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    rng = random.Random(7)
+    kills_in_write = 0
+    for run in range(1, KILLS + 1):
+        _write_corpus(corpus, run)
+        when = "write" if run % 2 else "time"
+        killed = _kill_during(cmd, index, when, rng.uniform(0.5, 8.0))
+        kills_in_write += killed and when == "write"
+        data = read_index(index)  # loads: the old generation or the new one, never a mix
+        assert len(data.chunks) == len(data.vectors) == data.manifest.chunk_count
+        assert _answers(index)[0], "the index still answers"
+    assert kills_in_write >= 1, "at least one kill landed while files of a new generation were being written"
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    clean = tmp_path / "clean"
+    subprocess.run([*QA, "index", str(corpus), "--index", str(clean), "--quiet"], cwd=ROOT, check=True)
+    final, fresh = read_index(index), read_index(clean)
+    assert [c.id for c in final.chunks] == [c.id for c in fresh.chunks]
+    assert _answers(index) == _answers(clean)
+    leftovers = [n for n in os.listdir(index) if n.endswith(".tmp")]
+    assert leftovers == []
+    gen = final.manifest.generation
+    assert sorted(os.listdir(index)) == sorted([".lock", "docs", "manifest.json", f"bm25.{gen}",
+                                                f"chunks.{gen}.jsonl", f"vectors.{gen}.npy"])

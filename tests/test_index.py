@@ -1,0 +1,154 @@
+"""Incremental, crash-safe index logic. The fake embedder counts exactly what gets embedded."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import make_mixed_folder
+from qa.config import Settings
+from qa.errors import EmptyCorpusError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
+from qa.indexing import index_paths
+from qa.store import MANIFEST, lock, read_index
+
+
+@pytest.fixture
+def folder(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"d{i}.txt").write_text(f"Document {i} is about subject {i}. It has a second sentence.\n\nAnd more.")
+    return docs
+
+
+def _settings(tmp_path, **changes):
+    return Settings(index_dir=tmp_path / "idx").with_(**changes)
+
+
+def test_second_run_embeds_nothing_and_ids_are_stable(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    first = index_paths([folder], s, embedder=fake_embedder)
+    assert len(first.added) == 5 and first.chunks_embedded == len(fake_embedder.calls) > 0
+    ids = [c.id for c in read_index(s.index_dir).chunks]
+    fake_embedder.calls.clear()
+    second = index_paths([folder], s, embedder=fake_embedder)
+    assert fake_embedder.calls == [] and len(second.unchanged) == 5 and not second.wrote
+    assert [c.id for c in read_index(s.index_dir).chunks] == ids
+
+
+def test_changed_file_alone_is_reembedded_and_deleted_file_disappears(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    before = read_index(s.index_dir)
+    kept = {c.id: before.vectors[i] for i, c in enumerate(before.chunks) if c.source != "d1.txt"}
+    (folder / "d1.txt").write_text("Document one now talks about zebras only.")
+    (folder / "d3.txt").unlink()
+    fake_embedder.calls.clear()
+    report = index_paths([folder], s, embedder=fake_embedder)
+    assert report.changed == ("d1.txt",) and report.removed == ("d3.txt",)
+    assert fake_embedder.calls == ["Document one now talks about zebras only."]
+    after = read_index(s.index_dir)
+    assert "d3.txt" not in {c.source for c in after.chunks}
+    for i, c in enumerate(after.chunks):
+        if c.id in kept:  # reused rows keep their vectors exactly
+            assert np.array_equal(after.vectors[i], kept[c.id])
+    assert len(after.chunks) == after.dense.ntotal == len(after.vectors)
+
+
+def test_bad_file_does_not_stop_others_and_previous_version_is_kept(tmp_path, fake_embedder):
+    docs = tmp_path / "mixed"
+    expected = make_mixed_folder(docs)
+    s = _settings(tmp_path)
+    report = index_paths([docs], s, embedder=fake_embedder)
+    assert set(report.added) == set(expected)
+    reasons = {f.source: f.reason for f in report.failed}
+    assert set(reasons) == {"broken.pdf", "binary.txt", "empty.txt"}
+    assert "PDF" in reasons["broken.pdf"] and "binary" in reasons["binary.txt"] and "empty" in reasons["empty.txt"]
+    assert [f.source for f in report.skipped] == ["image.png"]
+    # A good file turning bad keeps its last good version searchable.
+    (docs / "notes.txt").write_bytes(b"\x00\x01\x02" * 100)
+    report = index_paths([docs], s, embedder=fake_embedder)
+    assert any(f.source == "notes.txt" and "kept" in f.reason for f in report.failed)
+    assert any("forty storms" in c.text for c in read_index(s.index_dir).chunks)
+
+
+def test_empty_corpus_and_missing_index(tmp_path, fake_embedder):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmptyCorpusError, match="no documents"):
+        index_paths([tmp_path / "empty"], _settings(tmp_path), embedder=fake_embedder)
+    with pytest.raises(IndexMissingError, match="qa index"):
+        read_index(tmp_path / "nothing")
+
+
+def test_all_files_bad_leaves_existing_index_intact(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    manifest = (s.index_dir / MANIFEST).read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.txt").write_bytes(b"")
+    with pytest.raises(EmptyCorpusError, match="unchanged"):
+        index_paths([bad], s, embedder=fake_embedder)
+    assert (s.index_dir / MANIFEST).read_bytes() == manifest
+
+
+def test_other_settings_or_model_refused_with_rebuild_hint(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    with pytest.raises(IndexMismatchError, match="--rebuild"):
+        index_paths([folder], s.with_(chunk_tokens=64), embedder=fake_embedder)
+    with pytest.raises(IndexMismatchError, match="model"):
+        index_paths([folder], s, embedder=None)  # would use the real model: refused before loading it
+    report = index_paths([folder], s.with_(chunk_tokens=64), embedder=fake_embedder, rebuild=True)
+    assert len(report.added) == 5
+    assert json.loads((s.index_dir / MANIFEST).read_text())["settings"]["chunk_tokens"] == 64
+
+
+def test_leftovers_of_a_crash_are_ignored_then_removed(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    gen = json.loads((s.index_dir / MANIFEST).read_text())["generation"]
+    # What a writer killed mid-way leaves: half a next generation and a temp manifest.
+    (s.index_dir / f"chunks.{gen + 1}.jsonl").write_text('{"broken":')
+    (s.index_dir / f"vectors.{gen + 1}.npy").write_bytes(b"\x93NUMPY")
+    (s.index_dir / "manifest.json.123.tmp").write_text("{")
+    assert len(read_index(s.index_dir).chunks) > 0
+    (folder / "d0.txt").write_text("Changed text.")
+    index_paths([folder], s, embedder=fake_embedder)
+    names = sorted(p.name for p in s.index_dir.iterdir())
+    new_gen = json.loads((s.index_dir / MANIFEST).read_text())["generation"]
+    assert new_gen > gen + 1
+    assert names == sorted([".lock", "bm25.%d" % new_gen, "chunks.%d.jsonl" % new_gen, "docs", MANIFEST,
+                            "vectors.%d.npy" % new_gen])
+
+
+def test_corrupt_manifest_message(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    (s.index_dir / MANIFEST).write_text("{not json")
+    with pytest.raises(IndexCorruptError, match="--rebuild"):
+        read_index(s.index_dir)
+
+
+def test_second_writer_is_refused_clearly(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    held = lock(s.index_dir)
+    try:
+        with pytest.raises(IndexLockedError, match="another `qa index`"):
+            index_paths([folder], s, embedder=fake_embedder)
+    finally:
+        held.release()
+    assert index_paths([folder], s, embedder=fake_embedder).added
+
+
+def test_no_pickle_anywhere(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    for root, _, files in os.walk(s.index_dir):
+        for name in files:
+            data = open(os.path.join(root, name), "rb").read()
+            if name.endswith(".npy"):
+                np.load(os.path.join(root, name), allow_pickle=False)
+            assert not data.startswith(b"\x80\x04") and not data.startswith(b"\x80\x05"), name
