@@ -10,7 +10,6 @@ from pathlib import Path
 
 from qa.config import MODES, Settings
 from qa.errors import QAError
-from qa.records import IndexReport
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -48,19 +47,6 @@ class _Bars:
             bar.close()
 
 
-def summary(report: IndexReport) -> str:
-    lines = [f"index {report.index_dir}: {len(report.added)} added, {len(report.changed)} changed, "
-             f"{len(report.removed)} removed, {len(report.unchanged)} unchanged, {len(report.failed)} failed; "
-             f"{report.chunks_embedded} chunks embedded, {report.total_chunks} in the index ({report.seconds:.1f} s)"]
-    for failure in report.failed:
-        lines.append(f"  failed: {failure.source}: {failure.reason}")
-    for skip in report.skipped[:20]:
-        lines.append(f"  skipped: {skip.source}: {skip.reason}")
-    if len(report.skipped) > 20:
-        lines.append(f"  ... and {len(report.skipped) - 20} more skipped")
-    return "\n".join(lines)
-
-
 def cmd_index(args: argparse.Namespace) -> int:
     from qa.api import build_index
 
@@ -78,7 +64,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                           "chunks_embedded": report.chunks_embedded, "total_chunks": report.total_chunks,
                           "seconds": round(report.seconds, 3)}, ensure_ascii=False))
     else:
-        print(summary(report))
+        print(f"index {report.index_dir}: {report.describe()}")
     return 0
 
 
@@ -95,10 +81,30 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _auth() -> list[tuple[str, str]] | None:
+    """Optional login: QA_AUTH="user:password" or QA_AUTH_FILE (one user:password per line)."""
+    lines = []
+    if os.environ.get("QA_AUTH"):
+        lines.append(os.environ["QA_AUTH"])
+    if os.environ.get("QA_AUTH_FILE"):
+        lines += Path(os.environ["QA_AUTH_FILE"]).read_text(encoding="utf-8").splitlines()
+    pairs = [tuple(line.strip().split(":", 1)) for line in lines if ":" in line]
+    return [(u, p) for u, p in pairs if u and p] or None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from qa.web import serve
 
-    serve(_settings(args), host=args.host, port=args.port, default_index=args.index is None)
+    settings = _settings(args)
+    if args.corpus:
+        settings = settings.with_(corpus_dir=Path(args.corpus))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: other machines on the network can reach this page"
+              + ("" if _auth() else " and read your documents (set QA_AUTH=user:password to require a login)"),
+              file=sys.stderr)
+    bars = _Bars(True)
+    print(f"indexing {settings.corpus_dir} into {settings.index_dir} ...", file=sys.stderr)
+    serve(settings, host=args.host, port=args.port, progress=bars, auth=_auth())
     return 0
 
 
@@ -134,7 +140,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_ask)
 
     p = sub.add_parser("serve", help="start the web chat")
-    p.add_argument("--index", help="index folder (default: index/, built from corpus/ if missing or stale)")
+    p.add_argument("--index", help="index folder (default: index/)")
+    p.add_argument("--corpus", help="documents folder, indexed at start and where uploads go (default: corpus/)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.set_defaults(run=cmd_serve)

@@ -100,3 +100,14 @@ class IndexReport:
     @property
     def wrote(self) -> bool:
         return bool(self.added or self.changed or self.removed)
+
+    def describe(self, max_skipped: int = 20) -> str:
+        """A few lines for people: the counts, then every failure and (some) skipped files with the reason."""
+        lines = [f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
+                 f"{len(self.unchanged)} unchanged, {len(self.failed)} failed; {self.chunks_embedded} chunks "
+                 f"embedded, {self.total_chunks} in the index ({self.seconds:.1f} s)"]
+        lines += [f"  failed: {f.source}: {f.reason}" for f in self.failed]
+        lines += [f"  skipped: {f.source}: {f.reason}" for f in self.skipped[:max_skipped]]
+        if len(self.skipped) > max_skipped:
+            lines.append(f"  ... and {len(self.skipped) - max_skipped} more skipped")
+        return "\n".join(lines)

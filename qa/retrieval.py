@@ -129,7 +129,8 @@ class Searcher:
         if not texts:
             return []
         cosines = self._encode(texts) @ query
-        combined = cosines + self.settings.sentence_terms_weight * self._term_coverage(question, texts)
+        weight = self.settings.sentence_terms_weight
+        combined = (cosines + weight * self._term_coverage(question, texts)) / (1 + weight)  # stays within [-1, 1]
         # Headings echo the question's words but answer nothing; they win only where there is nothing else.
         headings = np.array([_is_heading(t) for t in texts])
         result, at = [], 0

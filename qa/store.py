@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -77,10 +78,19 @@ class IndexData:
         return (self.path / "docs" / f"{entry.text_sha256}.txt").read_text(encoding="utf-8", errors="surrogatepass")
 
 
+def _bm25s():
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG on import; put it back under the application's logging settings.
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
 def bm25_tokenize(texts: list[str]) -> list[list[str]]:
     """Lower-cased, English-stemmed word tokens without stop words; the same for chunks and questions."""
-    import bm25s
     import Stemmer
+
+    bm25s = _bm25s()
 
     return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False,
                           show_progress=False)
@@ -126,8 +136,9 @@ def read_index(path: Path) -> IndexData:
 
 
 def _read_generation(path: Path, manifest: Manifest) -> IndexData:
-    import bm25s
     import faiss
+
+    bm25s = _bm25s()
 
     gen = manifest.generation
     chunks = []
@@ -174,7 +185,7 @@ def next_generation(path: Path) -> int:
 
 def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np.ndarray, k1: float, b: float) -> None:
     """Write a new generation next to the old one, then switch to it by replacing the manifest atomically."""
-    import bm25s
+    bm25s = _bm25s()
 
     path.mkdir(parents=True, exist_ok=True)
     gen = manifest.generation

@@ -1,0 +1,83 @@
+"""Chat logic without a server: follow-up rewriting, escaping, upload names and storage."""
+from __future__ import annotations
+
+import pytest
+
+from qa.chat import UploadError, follow_up_query, remove_document, safe_name, save_upload
+
+PREVIOUS = "How much did Japan invest in Taiwan?"
+
+
+@pytest.mark.parametrize("question,expected", [
+    ("what about in 2020?", f"{PREVIOUS} in 2020?"),
+    ("and in 2020?", f"{PREVIOUS} in 2020?"),
+    ("in 2020?", f"{PREVIOUS} in 2020?"),
+    ("how much did it invest?", f"{PREVIOUS} how much did it invest?"),
+    ("and how much did Taiwan invest in Japan?", "how much did Taiwan invest in Japan?"),
+    ("What is the recipe for banana bread?", "What is the recipe for banana bread?"),
+])
+def test_follow_up_query(question, expected):
+    assert follow_up_query(question, PREVIOUS) == expected
+
+
+def test_first_question_is_never_rewritten():
+    assert follow_up_query("and in 2020?", None) == "and in 2020?"
+
+
+def test_follow_up_answers_from_the_conversation(seed_retriever):
+    from qa.chat import ask
+
+    first = ask(seed_retriever, "What was the bilateral trade volume in 2020?", None, 3, "hybrid")
+    follow = ask(seed_retriever, "and how much did Taiwan invest in Japan?", first.searched, 3, "hybrid")
+    assert "9.22 billion" in follow.answer.passages[0].text
+    thin = ask(seed_retriever, "what about Japanese FDI cases?", first.searched, 3, "hybrid")
+    assert "33,023" in thin.answer.passages[0].text
+    off = ask(seed_retriever, "What is the recipe for banana bread?", first.searched, 3, "hybrid")
+    assert off.answer.passages == ()
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("report.pdf", "report.pdf"),
+    ("../../etc/passwd.txt", "passwd.txt"),
+    ("/absolute/path/Notes.MD", "Notes.md"),
+    ("Field Report (final).pdf", "Field_Report_final.pdf"),
+    ("C:\\Users\\me\\memo.docx", "memo.docx"),
+    ("nul\x00byte.txt", "nulbyte.txt"),
+    ("<script>alert(1)</script>.html", "script.html"),
+    ("x" * 500 + ".txt", "x" * 100 + ".txt"),
+    (".txt", "document.txt"),
+])
+def test_safe_name(name, expected):
+    assert safe_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["run.sh", "image.png", "..", "passwd", "archive.tar.gz", "x.pdf.exe"])
+def test_refused_types(name):
+    with pytest.raises(UploadError, match="not a supported type"):
+        safe_name(name)
+
+
+def test_save_upload_never_overwrites_and_stays_inside(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("original")
+    upload = tmp_path / "upload"
+    upload.write_text("new text")
+    saved = save_upload(upload, "../a.txt", corpus, 1000)
+    assert saved == (corpus / "a-1.txt").resolve() and (corpus / "a.txt").read_text() == "original"
+    assert save_upload(upload, "a.txt", corpus, 1000) == saved  # same content again: no duplicate
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a-1.txt", "a.txt", "upload"]
+    with pytest.raises(UploadError, match="limit"):
+        save_upload(upload, "big.txt", corpus, 3)
+
+
+def test_remove_document_only_inside_corpus(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("x")
+    (tmp_path / "outside.txt").write_text("keep")
+    with pytest.raises(UploadError):
+        remove_document("../outside.txt", corpus)
+    assert (tmp_path / "outside.txt").exists()
+    remove_document("a.txt", corpus)
+    assert not (corpus / "a.txt").exists()

@@ -1,0 +1,196 @@
+"""The web chat against a live server: gradio_client calls, and Playwright driving Debian's Chromium."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import QA, ROOT, SEED, make_pdf
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+HOSTILE = """# Payload notes
+
+The payload document mentions the aurora borealis research station at Tromsø.
+
+<script>window.__pwned = 1; alert('script ran')</script>
+<img src="x" onerror="window.__pwned = 2; alert('img ran')">
+![tracker](http://127.0.0.1:9/tracker.png) and [click me](javascript:alert('link'))
+<iframe src="http://127.0.0.1:9/frame"></iframe> The aurora station budget is $5 and $x^2$ dollars.
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("web-corpus")
+    index = tmp_path_factory.mktemp("web-index")
+    shutil.copy(SEED, corpus / SEED.name)
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
+    proc = subprocess.Popen([*QA, "serve", "--port", str(port), "--index", str(index), "--corpus", str(corpus)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"server did not start: {log.read()[-3000:]}")
+            time.sleep(0.5)
+    yield {"url": url, "corpus": corpus, "index": index}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server["url"], verbose=False)
+
+
+def test_api_ask_returns_cited_passage(client):
+    out = client.predict("How many cases of Japanese FDI reached Taiwan?", 3, "hybrid", api_name="/ask")
+    top = out["passages"][0]
+    text = SEED.read_text(encoding="utf-8")
+    assert top["source"] == SEED.name and "33,023" in top["text"]
+    assert text[top["start"] : top["end"]] == top["text"]
+    assert "33,023" in text[top["highlight"][0] : top["highlight"][1]]
+
+
+def test_api_matches_cli_json(client, server):
+    question = "What was the bilateral trade volume in 2020?"
+    api = client.predict(question, 5, "hybrid", api_name="/ask")
+    cli = subprocess.run([*QA, "ask", question, "--index", str(server["index"]), "--json"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert api == json.loads(cli.stdout)
+
+
+def test_chat_off_topic_says_not_found_and_on_topic_cites(client):
+    from qa.chat import NOT_FOUND
+
+    _, history = client.predict("What is the capital of France?", [], 5, "hybrid", api_name="/chat")
+    assert NOT_FOUND in history[-1]["content"][0]["text"] if isinstance(history[-1]["content"], list) \
+        else NOT_FOUND in history[-1]["content"]
+    _, history = client.predict("How much has Taiwan invested in Japan?", [], 5, "hybrid", api_name="/chat")
+    reply = json.dumps(history[-1]["content"])
+    assert "[1]" in reply and SEED.name in reply and "<mark>" in reply and "9.22 billion" in reply
+
+
+def test_api_error_is_clear(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="empty"):
+        client.predict("   ", 5, "hybrid", api_name="/ask")
+
+
+# ---------------------------------------------------------------- browser
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: run `make test` (it installs it) or scripts/install-system-deps.sh")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.outside, page.dialogs = [], []
+    page.on("request", lambda r: page.outside.append(r.url)
+            if not r.url.startswith((server["url"], "data:", "blob:")) else None)
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.goto(server["url"])
+    page.wait_for_selector("#question textarea", timeout=60_000)
+    yield page
+    context.close()
+
+
+def _ask(page, question: str, answers_before: int | None = None) -> None:
+    before = page.locator(".qa-answer").count() if answers_before is None else answers_before
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    page.wait_for_function(f"document.querySelectorAll('.qa-answer').length > {before}", timeout=60_000)
+
+
+def test_browser_question_shows_cited_highlight_and_context(page):
+    _ask(page, "How much has Taiwan invested directly in Japan?")
+    first = page.locator(".qa-cite").first
+    assert SEED.name in first.locator(".qa-head").inner_text()
+    assert "9.22 billion" in first.locator(".qa-text mark").inner_text()
+    context = first.locator("details.qa-context")
+    assert not context.evaluate("d => d.open")
+    context.locator("summary").click()
+    assert context.evaluate("d => d.open")
+    assert "9.22 billion" in context.inner_text() and len(context.inner_text()) > len(first.locator(".qa-text").inner_text())
+    # A follow-up carries the topic over.
+    _ask(page, "what about Japan's investment in Taiwan?")
+    assert page.locator(".qa-answer").count() == 2
+    _ask(page, "What is the recipe for banana bread?")
+    assert "could not find" in page.locator(".qa-answer").last.inner_text()
+    assert page.outside == [] and page.dialogs == []
+    # The README's screenshot: a fresh conversation, one answered question, its first citation expanded.
+    page.get_by_role("button", name="New conversation").click()
+    page.wait_for_function("document.querySelectorAll('.qa-answer').length == 0")
+    _ask(page, "What was the bilateral trade volume between Japan and Taiwan in 2020?", answers_before=0)
+    page.locator(".qa-cite").first.locator("details summary").click()
+    page.locator(".qa-question").first.scroll_into_view_if_needed()
+    (ROOT / "docs").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+
+
+def test_browser_upload_pdf_then_ask_about_it(page, server, tmp_path):
+    pdf = tmp_path / "Field Report (final).pdf"
+    make_pdf(pdf, ["Introduction to the survey.", "The expedition counted 412 emperor penguins on the ice shelf."])
+    page.set_input_files("#upload input[type=file]", str(pdf))
+    page.wait_for_function("document.querySelector('#status textarea').value.includes('added')", timeout=120_000)
+    assert "saved Field_Report_final.pdf" in page.input_value("#status textarea")
+    assert (server["corpus"] / "Field_Report_final.pdf").is_file()
+    assert "Field_Report_final.pdf" in page.locator("#documents").inner_text()
+    _ask(page, "How many emperor penguins did the expedition count?")
+    head = page.locator(".qa-answer").last.locator(".qa-cite").first
+    assert "Field_Report_final.pdf" in head.inner_text() and "page 2" in head.inner_text()
+    assert "412 emperor penguins" in head.locator(".qa-text mark").inner_text()
+
+
+def test_browser_hostile_document_renders_as_text(page, tmp_path):
+    hostile = tmp_path / "payload.md"
+    hostile.write_text(HOSTILE, encoding="utf-8")
+    page.set_input_files("#upload input[type=file]", str(hostile))
+    page.wait_for_function("document.querySelector('#status textarea').value.includes('payload.md')",
+                           timeout=120_000)
+    _ask(page, "What does the payload document say about the aurora station <img src=x onerror=alert(1)>?",
+         answers_before=0)
+    answer = page.locator(".qa-answer").last
+    text = answer.inner_text()
+    assert "<script>" in text and "onerror" in text and "![tracker]" in text
+    assert page.evaluate("window.__pwned") is None
+    assert answer.locator("img, script, iframe, a[href^='javascript']").count() == 0
+    assert page.locator("#chat img[src='x'], #chat iframe").count() == 0
+    assert "$x^2$" in text  # no maths rendering of dollar signs either
+    page.wait_for_timeout(500)
+    assert page.dialogs == [] and page.outside == []
