@@ -22,20 +22,33 @@ def pick_cutoff(answerable: list[float], off_topic: list[float]) -> tuple[float,
     return cutoff, *errors(cutoff)
 
 
-def calibrate(questions_file: Path, settings: Settings, default_index: bool) -> dict[str, object]:
+def beir_questions(folder: Path, split: str) -> list[str]:
+    """The queries of a BEIR split: questions that an unrelated corpus cannot answer."""
+    from qa.evaluation import load_beir
+
+    data = load_beir(folder, split, max_docs=0)
+    return list(data.queries.values())
+
+
+def calibrate(questions_file: Path, settings: Settings, default_index: bool,
+              unrelated: list[str] | None = None) -> dict[str, object]:
     data = json.loads(questions_file.read_text(encoding="utf-8"))
     probe = settings.with_(min_relevance=-1.0)  # never abstain while measuring
     retriever = Retriever(None if default_index else settings.index_dir, settings=probe)
-    answerable = [retriever.ask(q["question"]).relevance for q in data["answerable"]]
-    off_topic = [retriever.ask(q).relevance for q in data["off_topic"]]
-    cutoff, refused, answered = pick_cutoff(answerable, off_topic)
+    groups = {"answerable": [q["question"] for q in data["answerable"]], "off_topic": data["off_topic"],
+              "unrelated": unrelated or []}
+    scores = {name: [retriever.ask(q).relevance for q in qs] for name, qs in groups.items()}
+    off = scores["off_topic"] + scores["unrelated"]
+    cutoff, refused, answered = pick_cutoff(scores["answerable"], off)
     current = settings.min_relevance
-    text = "\n".join([
-        f"answerable ({len(answerable)}): min {min(answerable):.3f}, median {sorted(answerable)[len(answerable) // 2]:.3f}",
-        f"off-topic ({len(off_topic)}): max {max(off_topic):.3f}, median {sorted(off_topic)[len(off_topic) // 2]:.3f}",
-        f"suggested cut-off {cutoff:.3f}: {refused} answerable refused, {answered} off-topic answered",
-        f"current cut-off {current:.3f}: {sum(v < current for v in answerable)} answerable refused, "
-        f"{sum(v >= current for v in off_topic)} off-topic answered",
-    ])
-    return {"answerable": answerable, "off_topic": off_topic, "cutoff": cutoff, "refused": refused,
-            "answered": answered, "current": current, "text": text}
+    lines = []
+    for name, values in scores.items():
+        if values:
+            ordered = sorted(values)
+            wrong = (sum(v < current for v in values) if name == "answerable" else sum(v >= current for v in values))
+            verb = "refused" if name == "answerable" else "answered"
+            lines.append(f"{name} ({len(values)}): min {ordered[0]:.3f}, median {ordered[len(values) // 2]:.3f}, "
+                         f"max {ordered[-1]:.3f}; at the current cut-off {current:.3f}: {wrong} wrongly {verb}")
+    lines.append(f"suggested cut-off {cutoff:.3f}: {refused} answerable refused, {answered} off-topic answered")
+    return {"scores": scores, "cutoff": cutoff, "refused": refused, "answered": answered, "current": current,
+            "text": "\n".join(lines)}

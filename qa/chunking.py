@@ -11,6 +11,7 @@ from qa.records import Chunk, Document
 
 # The model reads at most 256 tokens including [CLS] and [SEP]; a longer chunk would be silently cut.
 MODEL_MAX_TOKENS = 254
+TITLE_MAX_TOKENS = 24
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n\s*")
 
 
@@ -27,29 +28,33 @@ class Unit:
 class Chunker:
     """Packs whole sentences into chunks of at most `chunk_tokens`, repeating up to `overlap_tokens`."""
 
-    def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int) -> None:
+    def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int, title_context: bool = True) -> None:
         if not 8 <= chunk_tokens <= MODEL_MAX_TOKENS:
             raise ValueError(f"chunk size must be between 8 and {MODEL_MAX_TOKENS} tokens, not {chunk_tokens}")
         if not 0 <= overlap_tokens < chunk_tokens:
             raise ValueError("chunk overlap must be at least 0 and smaller than the chunk size")
         self.chunk_tokens = chunk_tokens
         self.overlap_tokens = overlap_tokens
+        self.title_context = title_context
         self.tokenizer = load_tokenizer(model_path)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def chunk(self, document: Document) -> list[Chunk]:
-        units = self._units(document)
+        title = self._title(document) if self.title_context else ""
+        # The title travels with every chunk into the model, so it comes out of each chunk's token budget.
+        budget = self.chunk_tokens - (self.count_tokens([title])[0] + 1 if title else 0)
+        units = self._units(document, budget)
         chunks: list[Chunk] = []
         i = 0
         while i < len(units):
             j, total = i, 0
-            while j < len(units) and units[j].region == units[i].region and total + units[j].tokens <= self.chunk_tokens:
+            while j < len(units) and units[j].region == units[i].region and total + units[j].tokens <= budget:
                 total += units[j].tokens
                 j += 1
             j = max(j, i + 1)
-            chunks.append(self._make_chunk(document, units[i:j]))
+            chunks.append(self._make_chunk(document, units[i:j], title))
             if j >= len(units):
                 break
             # Step back over trailing sentences that fit in the overlap, but always move forward.
@@ -60,7 +65,17 @@ class Chunker:
             i = back
         return chunks
 
-    def _make_chunk(self, document: Document, units: list[Unit]) -> Chunk:
+    def _title(self, document: Document) -> str:
+        """The document's first line when it reads like a title (short, no sentence end), cut to a few tokens."""
+        first = document.text.lstrip().split("\n", 1)[0].strip().lstrip("#").strip()
+        if not first or len(first.split()) > 20 or first.endswith((".", "?", "!", ":")):
+            return ""
+        encoding = self.tokenizer.encode(first, add_special_tokens=False)
+        if len(encoding.ids) > TITLE_MAX_TOKENS:
+            first = first[: encoding.offsets[TITLE_MAX_TOKENS - 1][1]]
+        return first
+
+    def _make_chunk(self, document: Document, units: list[Unit], title: str) -> Chunk:
         start, end = units[0].start, units[-1].end
         text = document.text[start:end]
         key = f"{document.source}\0{start}\0{end}\0{text}".encode("utf-8", "surrogatepass")
@@ -73,9 +88,10 @@ class Chunker:
             page=document.page_at(start),
             line=document.line_at(start),
             sentences=tuple((u.start, u.end) for u in units),
+            context="" if not title or title in text else title,
         )
 
-    def _units(self, document: Document) -> list[Unit]:
+    def _units(self, document: Document, budget: int) -> list[Unit]:
         spans = list(sentence_spans(document))
         if not spans:
             return []
@@ -83,23 +99,24 @@ class Chunker:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         units: list[Unit] = []
         for (start, end, region), encoding in zip(spans, encodings):
-            if len(encoding.ids) <= self.chunk_tokens:
+            if len(encoding.ids) <= budget:
                 units.append(Unit(start, end, len(encoding.ids), region))
             else:
-                units.extend(self._split_long(document.text, start, encoding.offsets, region))
+                units.extend(self._split_long(document.text, start, encoding.offsets, region, budget))
         return units
 
-    def _split_long(self, text: str, start: int, offsets: list[tuple[int, int]], region: int) -> list[Unit]:
+    def _split_long(self, text: str, start: int, offsets: list[tuple[int, int]], region: int,
+                    budget: int) -> list[Unit]:
         # A sentence longer than a chunk is cut between tokens, preferring a cut where a new word begins.
         pieces: list[Unit] = []
         first = 0
         while first < len(offsets):
-            last = min(first + self.chunk_tokens, len(offsets))
+            last = min(first + budget, len(offsets))
             if last < len(offsets):
                 cut = last
-                while cut > first + self.chunk_tokens // 2 and not _starts_word(text, start + offsets[cut][0]):
+                while cut > first + budget // 2 and not _starts_word(text, start + offsets[cut][0]):
                     cut -= 1
-                if cut > first + self.chunk_tokens // 2:
+                if cut > first + budget // 2:
                     last = cut
             piece_start = start + offsets[first][0]
             piece_end = start + offsets[last - 1][1]

@@ -34,8 +34,9 @@ class _Bars:
         from tqdm import tqdm
 
         if stage not in self.bars:
-            label = {"read": "reading files", "embed": "embedding chunks"}.get(stage, stage)
-            self.bars[stage] = tqdm(total=total, desc=label, unit=" files" if stage == "read" else " chunks",
+            label = {"read": "reading files", "embed": "embedding chunks", "query": "asking"}.get(stage, stage)
+            unit = {"read": " files", "embed": " chunks", "query": " queries"}.get(stage, "")
+            self.bars[stage] = tqdm(total=total, desc=label, unit=unit,
                                     file=sys.stderr, dynamic_ncols=True)
         bar = self.bars[stage]
         bar.update(done - bar.n)
@@ -109,10 +110,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from qa.calibration import calibrate
+    from qa.calibration import beir_questions, calibrate
 
-    report = calibrate(Path(args.questions), _settings(args), args.index is None)
+    unrelated = beir_questions(Path(args.unrelated), args.split) if args.unrelated else None
+    report = calibrate(Path(args.questions), _settings(args), args.index is None, unrelated)
     print(json.dumps(report, indent=1) if args.json else report["text"])
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from qa.evaluation import evaluate
+
+    bars = _Bars(not args.json and not args.quiet)
+    try:
+        result = evaluate(Path(args.dataset), _settings(args), split=args.split, mode=args.mode,
+                          max_queries=args.max_queries, max_docs=args.max_docs, rerank=args.rerank, progress=bars,
+                          **({"cache": Path(args.cache)} if args.cache else {}))
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['dataset']} {result['split']} ({result['queries']} queries, {result['documents']} documents, "
+              f"{result['chunks']} chunks), mode {result['mode']}")
+        for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
+            print(f"  {key:11} {result[key]:.4f}")
+        if result["refused_at_cutoff"] is not None:
+            print(f"  answerable queries the cut-off {result['cutoff']} would refuse: {result['refused_at_cutoff']}")
+        print(f"  index {result['index_seconds']} s ({result['embedded_now']} chunks embedded this run); "
+              f"query p50 {result['query_ms_p50']} ms, p95 {result['query_ms_p95']} ms")
     return 0
 
 
@@ -146,9 +172,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.set_defaults(run=cmd_serve)
 
+    p = sub.add_parser("eval", help="measure retrieval quality on a BEIR-layout dataset")
+    p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--mode", choices=MODES, help="retrieval mode (default hybrid)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-queries", type=int, help="evaluate only the first N queries (a quick slice)")
+    p.add_argument("--max-docs", type=int, help="index only N documents plus every judged one (a quick slice)")
+    p.add_argument("--rerank", type=int, help="chunks re-scored by their best sentence (default k+3 = 8)")
+    p.add_argument("--cache", help="where the dataset's index is kept between runs (default .qa-cache/eval)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_eval)
+
     p = sub.add_parser("calibrate", help="measure the abstention cut-off on a question set")
     p.add_argument("questions", help="JSON file: {answerable: [{question, answer}], off_topic: [question]}")
     p.add_argument("--index", help="index folder (default: index/)")
+    p.add_argument("--unrelated", metavar="BEIR_DIR", help="also ask this dataset's queries: none should be answered")
+    p.add_argument("--split", default="test", help="which queries of --unrelated (default test)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_calibrate)
     return top

@@ -48,7 +48,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
             for row, chunk in enumerate(old_data.chunks):
                 old_rows.setdefault(chunk.source, []).append(row)
 
-        chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens)
+        chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens, settings.title_context)
         entries: dict[str, FileEntry] = {}
         fresh: dict[str, list[Chunk]] = {}
         added, changed, unchanged, failed = [], [], [], []
@@ -94,7 +94,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
             embedder = embedder or load_embedder(settings.model_path, settings.model_name)
             if old is not None:
                 check_compatible(old, model_info(settings, embedder), settings.chunk_settings(), path)
-            vectors_new = embedder.encode([c.text for c in new_chunks],
+            vectors_new = embedder.encode([c.index_text for c in new_chunks],
                                           (lambda d, t: progress("embed", d, t)) if progress else None)
         embed_seconds = time.perf_counter() - embed_began
 

@@ -80,6 +80,8 @@ def _walk(root: Path, skipped: list[FileFailure]) -> Iterator[Path]:
                     stack.append(path)
                 elif entry.is_file():
                     yield path
+                elif entry.is_symlink():
+                    skipped.append(FileFailure(path.relative_to(root).as_posix(), "broken link: its target is gone"))
             except OSError:
                 skipped.append(FileFailure(path.relative_to(root).as_posix(), "broken link"))
 

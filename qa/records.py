@@ -27,7 +27,9 @@ class Document:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A span of a document: `document.text[start:end] == text`. `sentences` are absolute spans."""
+    """A span of a document: `document.text[start:end] == text`. `sentences` are absolute spans. `context` is the
+    document's title for chunks that do not contain it: embedded and keyword-indexed with the text, never shown
+    as part of it."""
 
     id: str
     source: str
@@ -37,6 +39,11 @@ class Chunk:
     page: int | None
     line: int
     sentences: tuple[tuple[int, int], ...]
+    context: str = ""
+
+    @property
+    def index_text(self) -> str:
+        return f"{self.context}\n{self.text}" if self.context else self.text
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,10 +63,17 @@ class Searcher:
         df = np.diff(np.asarray(data.bm25.scores["indptr"]))
         n = max(len(data.chunks), 1)
         self._idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        # Sentence vectors of recently shown chunks: popular passages are not embedded again for every question.
+        self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
-    def search(self, question: str, k: int | None = None, mode: str | None = None) -> SearchResult:
+    def search(self, question: str, k: int | None = None, mode: str | None = None,
+               rerank: int | None = None) -> SearchResult:
+        """The k best chunks; the best `rerank` of them (default k + rerank_extra) re-scored by their best
+        sentence, the rest in fused order after them."""
         s = self.settings
         k = s.k if k is None else k
+        rerank = k + s.rerank_extra if rerank is None else rerank
         mode = mode or s.mode
         if mode not in MODES:
             raise QuestionError(f"unknown mode '{mode}': use one of {', '.join(MODES)}")
@@ -95,14 +104,19 @@ class Searcher:
             fused = dense
         # The few best chunks are re-scored with their best sentence: a chunk that holds the one sentence
         # answering the question beats a chunk that is only broadly on topic.
-        best = np.argsort(-fused, kind="stable")[: k + s.rerank_extra]
-        picked = [(int(rows[i]), float(fused[i]), float(dense[i])) for i in best]
-        sentence_scores = self._sentence_scores(query, question, [self.data.chunks[r] for r, _, _ in picked])
+        order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
+        picked = [(int(rows[i]), float(fused[i]), float(dense[i])) for i in order]
+        head = picked[:rerank]
+        sentence_scores = self._sentence_scores(query, question, [self.data.chunks[r] for r, _, _ in head])
         hits = []
-        for (row, score, cosine), (span, span_score, span_cosine) in zip(picked, sentence_scores):
+        for (row, score, cosine), (span, span_score, span_cosine) in zip(head, sentence_scores):
             final = (1 - s.sentence_weight) * score + s.sentence_weight * span_score
             hits.append(Hit(self.data.chunks[row], final, cosine, float(keyword[row]), span, span_cosine))
-        hits = sorted(hits, key=lambda h: -h.score)[:k]
+        hits.sort(key=lambda h: -h.score)
+        for row, score, cosine in picked[rerank:]:  # beyond the re-scored head: no highlight was computed
+            chunk = self.data.chunks[row]
+            hits.append(Hit(chunk, score, cosine, float(keyword[row]), chunk.sentences[0], cosine))
+        hits = hits[:k]
         relevance = max((h.highlight_score for h in hits), default=0.0)
         if relevance < s.min_relevance:
             return SearchResult(question, mode, (), relevance, True)
@@ -128,11 +142,12 @@ class Searcher:
         texts = [c.text[s - c.start : e - c.start] for c in chunks for s, e in c.sentences]
         if not texts:
             return []
-        cosines = self._encode(texts) @ query
+        cosines = self._sentence_vectors(chunks) @ query
         weight = self.settings.sentence_terms_weight
         combined = (cosines + weight * self._term_coverage(question, texts)) / (1 + weight)  # stays within [-1, 1]
         # Headings echo the question's words but answer nothing; they win only where there is nothing else.
-        headings = np.array([_is_heading(t) for t in texts])
+        # The document's own title (its first line) is an answer to questions about the whole document.
+        headings = np.array([_is_heading(t) and span[0] > 0 for t, span in zip(texts, spans)])
         result, at = [], 0
         for c in chunks:
             part = slice(at, at + len(c.sentences))
@@ -141,6 +156,25 @@ class Searcher:
             result.append((spans[best], float(combined[best]), float(cosines[best])))
             at += len(c.sentences)
         return result
+
+    def _sentence_vectors(self, chunks: list[Chunk]) -> np.ndarray:
+        with self._cache_lock:
+            cached = {c.id: self._sentence_cache[c.id] for c in chunks if c.id in self._sentence_cache}
+        missing = [c for c in {c.id: c for c in chunks}.values() if c.id not in cached]
+        if missing:
+            texts = [c.text[s - c.start : e - c.start] for c in missing for s, e in c.sentences]
+            vectors = self._encode(texts)
+            at = 0
+            for c in missing:
+                cached[c.id] = vectors[at : at + len(c.sentences)]
+                at += len(c.sentences)
+        with self._cache_lock:
+            for c in chunks:
+                self._sentence_cache[c.id] = cached[c.id]
+                self._sentence_cache.move_to_end(c.id)
+            while len(self._sentence_cache) > self.settings.sentence_cache_chunks:
+                self._sentence_cache.popitem(last=False)
+        return np.concatenate([cached[c.id] for c in chunks])
 
     def _term_coverage(self, question: str, texts: list[str]) -> np.ndarray:
         terms = {self._vocab[t] for t in bm25_tokenize([question])[0] if t in self._vocab}

@@ -114,7 +114,7 @@ def check_compatible(manifest: Manifest, model: dict[str, object], settings: dic
     """Refuse an index whose vectors or chunks were made differently: mixing them would give wrong answers."""
     for label, stored_all, wanted in (("model", manifest.model, model), ("chunk settings", manifest.settings, settings)):
         stored = {key: stored_all.get(key) for key in wanted}
-        if stored != wanted:
+        if stored != wanted or set(stored_all) - set(wanted) - {"dim"}:
             raise IndexMismatchError(f"the index at {path} was built with {label} {json.dumps(stored)}, not "
                                      f"{json.dumps(wanted)}: rebuild it with `qa index --rebuild --index {path}`")
 
@@ -146,7 +146,7 @@ def _read_generation(path: Path, manifest: Manifest) -> IndexData:
         for line in handle:
             row = json.loads(line)
             chunks.append(Chunk(row["id"], row["source"], row["start"], row["end"], row["text"], row["page"],
-                                row["line"], tuple(tuple(s) for s in row["sentences"])))
+                                row["line"], tuple(tuple(s) for s in row["sentences"]), row.get("context", "")))
     try:
         vectors = np.load(path / f"vectors.{gen}.npy", allow_pickle=False)
     except ValueError as exc:
@@ -192,7 +192,8 @@ def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np
     with open(path / f"chunks.{gen}.jsonl", "w", encoding="utf-8") as handle:
         for c in chunks:
             handle.write(json.dumps({"id": c.id, "source": c.source, "start": c.start, "end": c.end, "page": c.page,
-                                     "line": c.line, "sentences": c.sentences, "text": c.text}, ensure_ascii=False))
+                                     "line": c.line, "sentences": c.sentences, "text": c.text,
+                                     "context": c.context}, ensure_ascii=False))
             handle.write("\n")
         _sync(handle)
     with open(path / f"vectors.{gen}.npy", "wb") as handle:
@@ -201,7 +202,7 @@ def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np
     bm25_dir = path / f"bm25.{gen}"
     shutil.rmtree(bm25_dir, ignore_errors=True)
     retriever = bm25s.BM25(k1=k1, b=b)
-    retriever.index(bm25_tokenize([c.text for c in chunks]), show_progress=False)
+    retriever.index(bm25_tokenize([c.index_text for c in chunks]), show_progress=False)
     retriever.save(str(bm25_dir))
     for file in bm25_dir.iterdir():
         _sync_path(file)

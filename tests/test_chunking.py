@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import make_docx, make_pdf
-from qa.chunking import MODEL_MAX_TOKENS, Chunker, sentence_spans
+from qa.chunking import MODEL_MAX_TOKENS, TITLE_MAX_TOKENS, Chunker, sentence_spans
 from qa.config import Settings
 from qa.loaders import load
 from qa.records import Document
@@ -26,13 +26,16 @@ def _check(document: Document, chunker: Chunker = CHUNKER) -> list:
     for chunk in chunks:
         assert document.text[chunk.start : chunk.end] == chunk.text
         assert chunk.sentences[0][0] == chunk.start and chunk.sentences[-1][1] == chunk.end
-        assert chunker.count_tokens([chunk.text])[0] <= MODEL_MAX_TOKENS
+        assert chunker.count_tokens([chunk.index_text])[0] <= MODEL_MAX_TOKENS
+        assert chunker.count_tokens([chunk.index_text])[0] <= chunker.chunk_tokens or len(chunk.sentences) == 1
         assert chunk.page == document.page_at(chunk.start)
     for before, after in zip(chunks, chunks[1:]):
         assert after.start > before.start  # always moves forward
     covered = {span for chunk in chunks for span in chunk.sentences}
+    # Every sentence is in some chunk whole, unless it exceeded the budget (chunk size less the title) and was cut.
+    smallest_budget = chunker.chunk_tokens - TITLE_MAX_TOKENS - 1
     assert covered == {(s, e) for s, e, _ in sentence_spans(document)} or any(
-        chunker.count_tokens([document.text[s:e]])[0] > chunker.chunk_tokens for s, e, _ in sentence_spans(document))
+        chunker.count_tokens([document.text[s:e]])[0] > smallest_budget for s, e, _ in sentence_spans(document))
     return chunks
 
 
@@ -67,7 +70,7 @@ def test_chunk_size_respected_and_overlap_present():
     chunks = _check(doc)
     assert len(chunks) > 5
     for chunk in chunks:
-        assert CHUNKER.count_tokens([chunk.text])[0] <= 48
+        assert CHUNKER.count_tokens([chunk.index_text])[0] <= 48
     overlaps = [b.start < a.end for a, b in zip(chunks, chunks[1:])]
     assert all(overlaps), "consecutive chunks share trailing sentences"
 
@@ -76,7 +79,7 @@ def test_sentence_longer_than_chunk_is_split_not_truncated():
     long_sentence = " ".join(f"word{i}" for i in range(400)) + "."
     doc = Document("l.txt", "Short intro. " + long_sentence + " Short outro.")
     chunks = _check(doc)
-    assert all(CHUNKER.count_tokens([c.text])[0] <= 48 for c in chunks)
+    assert all(CHUNKER.count_tokens([c.index_text])[0] <= 48 for c in chunks)
     joined = "".join(doc.text[s:e] for c in chunks for s, e in c.sentences)
     assert "word0" in joined and "word399" in joined
 
@@ -98,7 +101,16 @@ def test_ids_are_stable_and_distinct():
 def test_default_settings_fit_the_model():
     chunker = Chunker(SETTINGS.model_path, SETTINGS.chunk_tokens, SETTINGS.overlap_tokens)
     doc = Document("r.txt", " ".join(f"Repeated sentence {i} with several more words in it." for i in range(300)))
-    assert all(chunker.count_tokens([c.text])[0] <= SETTINGS.chunk_tokens for c in chunker.chunk(doc))
+    assert all(chunker.count_tokens([c.index_text])[0] <= SETTINGS.chunk_tokens for c in chunker.chunk(doc))
+
+
+def test_title_travels_with_every_chunk_but_is_never_part_of_the_text():
+    doc = Document("t.md", "# Owl migration survey\n\n" + " ".join(f"Owl {i} flew north in spring." for i in range(80)))
+    chunks = CHUNKER.chunk(doc)
+    assert chunks[0].context == "" and chunks[0].text.startswith("# Owl migration survey")
+    assert all(c.context == "Owl migration survey" for c in chunks[1:])
+    assert all(doc.text[c.start : c.end] == c.text and "Owl migration survey" not in c.text for c in chunks[1:])
+    assert CHUNKER.chunk(Document("s.txt", "A sentence that ends.\n\nAnother one.")) [0].context == ""
 
 
 def test_bad_chunk_settings():

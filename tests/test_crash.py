@@ -14,10 +14,11 @@ from conftest import QA, ROOT
 from qa.api import Retriever
 from qa.store import read_index, read_manifest
 
-KILLS = int(os.environ.get("QA_CRASH_KILLS", "6"))
+KILLS = int(os.environ.get("QA_CRASH_KILLS", "20"))
+FILES = 300
 
 
-def _write_corpus(folder, version: int, files: int = 120) -> None:
+def _write_corpus(folder, version: int, files: int = FILES) -> None:
     folder.mkdir(exist_ok=True)
     for i in range(files):
         # Every run changes a few files so that each re-run has something to embed and write.
@@ -60,17 +61,22 @@ def test_sigkill_mid_write_never_breaks_the_index(tmp_path):
     _write_corpus(corpus, 0)
     cmd = [*QA, "index", str(corpus), "--index", str(index), "--quiet"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    # How long one incremental run takes, so that the random kills fall anywhere inside one.
+    _write_corpus(corpus, KILLS + 1)
+    began = time.monotonic()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    duration = time.monotonic() - began
     rng = random.Random(7)
     kills_in_write = 0
     for run in range(1, KILLS + 1):
         _write_corpus(corpus, run)
         when = "write" if run % 2 else "time"
-        killed = _kill_during(cmd, index, when, rng.uniform(0.5, 8.0))
+        killed = _kill_during(cmd, index, when, rng.uniform(0.05, duration))
         kills_in_write += killed and when == "write"
         data = read_index(index)  # loads: the old generation or the new one, never a mix
         assert len(data.chunks) == len(data.vectors) == data.manifest.chunk_count
         assert _answers(index)[0], "the index still answers"
-    assert kills_in_write >= 1, "at least one kill landed while files of a new generation were being written"
+    assert kills_in_write >= KILLS // 4, "kills landed while files of a new generation were being written"
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     clean = tmp_path / "clean"
     subprocess.run([*QA, "index", str(corpus), "--index", str(clean), "--quiet"], cwd=ROOT, check=True)

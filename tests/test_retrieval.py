@@ -70,7 +70,7 @@ def test_control_characters_and_other_scripts_do_not_crash(seed_retriever):
 def test_public_function_uses_an_index_folder(seed_index):
     import qa
 
-    passages = qa.retrieve("What did Taiwan invest in Japan?", k=2, index=seed_index)
+    passages = qa.retrieve("How much has Taiwan invested directly in Japan?", k=2, index=seed_index)
     assert passages and "9.22 billion" in passages[0].text
     assert set(passages[0].to_dict()) == {"source", "page", "line", "start", "end", "text", "score", "highlight"}
 

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,17 +35,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _start(tmp_path_factory, extra_env=None, host=None):
     corpus = tmp_path_factory.mktemp("web-corpus")
     index = tmp_path_factory.mktemp("web-index")
     shutil.copy(SEED, corpus / SEED.name)
     port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost", **(extra_env or {})}
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
-    proc = subprocess.Popen([*QA, "serve", "--port", str(port), "--index", str(index), "--corpus", str(corpus)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    cmd = [*QA, "serve", "--port", str(port), "--index", str(index), "--corpus", str(corpus)]
+    proc = subprocess.Popen(cmd + (["--host", host] if host else []), cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://{host or '127.0.0.1'}:{port}/"
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -55,9 +56,39 @@ def server(tmp_path_factory):
                 log.seek(0)
                 pytest.fail(f"server did not start: {log.read()[-3000:]}")
             time.sleep(0.5)
-    yield {"url": url, "corpus": corpus, "index": index}
+    return proc, log, {"url": url, "corpus": corpus, "index": index}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc, _, info = _start(tmp_path_factory)
+    yield info
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_login_required_when_configured(tmp_path_factory):
+    from gradio_client import Client
+
+    proc, log, info = _start(tmp_path_factory, {"QA_AUTH": "alice:s3cret-pw", "NO_PROXY": "127.0.0.1,127.0.0.2,localhost"},
+                                host="127.0.0.2")  # not the default address (so it warns), still loopback
+    try:
+        request = urllib.request.Request(info["url"] + "gradio_api/call/ask", method="POST",
+                                         data=b'{"data": ["trade volume", 3, "hybrid"]}',
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code in (401, 403)
+        with pytest.raises(Exception):
+            Client(info["url"], verbose=False).predict("trade volume", 3, "hybrid", api_name="/ask")
+        out = Client(info["url"], auth=("alice", "s3cret-pw"), verbose=False).predict(
+            "What was the bilateral trade volume in 2020?", 3, "hybrid", api_name="/ask")
+        assert "71.18" in out["passages"][0]["text"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log.seek(0)
+    assert "warning: serving on 127.0.0.2" in log.read()
 
 
 @pytest.fixture(scope="module")
