@@ -50,6 +50,9 @@ class Settings:
     # Chunks re-scored by their best sentence beyond the k returned, and that sentence's weight in the score.
     rerank_extra: int = 3
     sentence_weight: float = 0.3
+    # How the two signals are fused: "convex" (cosine + max-normalised BM25), "minmax" (both min-max over the
+    # candidates) or "rrf" (reciprocal rank fusion, alpha-weighted).
+    fusion: str = "convex"
     # Weight of the idf-weighted share of question terms a sentence contains, added to its cosine.
     sentence_terms_weight: float = 0.5
     sentence_cache_chunks: int = 4096

@@ -24,6 +24,20 @@ def _is_heading(text: str) -> bool:
     return "\n" not in text and len(text.split()) <= 10 and not text.rstrip().endswith(_SENTENCE_END)
 
 
+def _fuse(dense: np.ndarray, keyword: np.ndarray, top_keyword: float, alpha: float, fusion: str) -> np.ndarray:
+    """One score per candidate from its cosine and its BM25 score (see Settings.fusion)."""
+    norm = keyword / top_keyword if top_keyword > 0 else np.zeros(len(keyword), dtype=np.float32)
+    if fusion == "rrf":  # reciprocal rank fusion, scaled so the best candidate scores 1
+        ranks_d = np.argsort(np.argsort(-dense, kind="stable"), kind="stable")
+        ranks_k = np.argsort(np.argsort(-keyword, kind="stable"), kind="stable")
+        rrf = alpha / (60 + ranks_d) + (1 - alpha) / (60 + ranks_k)
+        return rrf / rrf.max()
+    if fusion == "minmax":  # both signals stretched to [0, 1] over the candidates
+        span = float(dense.max() - dense.min())
+        dense = (dense - dense.min()) / span if span > 0 else np.ones_like(dense)
+    return alpha * dense + (1 - alpha) * norm
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """Hits best first; empty when the best evidence is below the cut-off (`relevance` says how close it came)."""
@@ -97,11 +111,7 @@ class Searcher:
             candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
         rows = np.fromiter(candidates, dtype=np.int64)
         dense = self.data.vectors[rows] @ query
-        if mode == "hybrid":
-            norm = keyword[rows] / top_keyword if top_keyword > 0 else np.zeros(len(rows), dtype=np.float32)
-            fused = s.alpha * dense + (1 - s.alpha) * norm
-        else:
-            fused = dense
+        fused = _fuse(dense, keyword[rows], top_keyword, s.alpha, s.fusion) if mode == "hybrid" else dense
         # The few best chunks are re-scored with their best sentence: a chunk that holds the one sentence
         # answering the question beats a chunk that is only broadly on topic.
         order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
