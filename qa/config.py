@@ -63,13 +63,15 @@ class Settings:
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    def bm25_settings(self) -> dict[str, object]:
+        """BM25's parameters: changing them rebuilds the keyword index from the stored chunks, embedding nothing."""
+        return {"k1": self.bm25_k1, "b": self.bm25_b}
+
     def chunk_settings(self) -> dict[str, object]:
-        """The settings that change what is stored; an index built with others must be rebuilt."""
+        """The settings that change the chunks and their vectors; an index built with others must be rebuilt."""
         return {
             "chunk_tokens": self.chunk_tokens,
             "overlap_tokens": self.overlap_tokens,
-            "bm25_k1": self.bm25_k1,
-            "bm25_b": self.bm25_b,
             # Recorded only when on: indexes from before the setting existed are indexes without it.
             **({"title_context": True} if self.title_context else {}),
         }

@@ -80,7 +80,8 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
             (changed if previous is not None else added).append(file.source)
         removed = sorted(set(old.files) - set(entries)) if old else []
 
-        if old is not None and not (added or changed or removed):
+        bm25_changed = old is not None and old.bm25 != settings.bm25_settings()
+        if old is not None and not (added or changed or removed or bm25_changed):
             return IndexReport(str(path), unchanged=tuple(unchanged), failed=tuple(failed), skipped=tuple(skipped),
                                total_chunks=old.chunk_count, seconds=time.perf_counter() - began)
         if not entries:
@@ -116,11 +117,12 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
             generation=next_generation(path),
             model={**model_info(settings, embedder), "dim": int(vectors.shape[1])},
             settings=settings.chunk_settings(),
+            bm25=settings.bm25_settings(),
             files=entries,
             chunk_count=len(chunks_out),
             updated=time.time(),
         )
-        write_index(path, manifest, chunks_out, vectors, settings.bm25_k1, settings.bm25_b)
+        write_index(path, manifest, chunks_out, vectors)
         return IndexReport(str(path), tuple(added), tuple(changed), tuple(removed), tuple(unchanged), tuple(failed),
                            tuple(skipped), len(new_chunks), len(chunks_out), time.perf_counter() - began,
                            {"embed_seconds": embed_seconds})

@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class Manifest:
     files: dict[str, FileEntry]
     chunk_count: int
     updated: float
+    bm25: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -48,6 +49,7 @@ class Manifest:
             "generation": self.generation,
             "model": self.model,
             "settings": self.settings,
+            "bm25": self.bm25,
             "chunk_count": self.chunk_count,
             "updated": self.updated,
             "files": {s: {"sha256": f.sha256, "bytes": f.bytes, "chunks": f.chunks, "text_sha256": f.text_sha256,
@@ -58,8 +60,11 @@ class Manifest:
     def from_json(data: dict) -> Manifest:
         files = {s: FileEntry(f["sha256"], f["bytes"], f["chunks"], f["text_sha256"], tuple(f.get("page_starts", ())))
                  for s, f in data["files"].items()}
-        return Manifest(data["generation"], data["model"], data["settings"], files, data["chunk_count"],
-                        data.get("updated", 0.0))
+        settings = dict(data["settings"])
+        # Manifests written before BM25's parameters had their own entry kept them among the chunk settings.
+        bm25 = data.get("bm25") or {"k1": settings.pop("bm25_k1", 1.2), "b": settings.pop("bm25_b", 0.75)}
+        return Manifest(data["generation"], data["model"], settings, files, data["chunk_count"],
+                        data.get("updated", 0.0), bm25)
 
 
 @dataclass
@@ -183,7 +188,7 @@ def next_generation(path: Path) -> int:
     return max([0, *used, manifest.generation if manifest else 0]) + 1
 
 
-def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np.ndarray, k1: float, b: float) -> None:
+def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np.ndarray) -> None:
     """Write a new generation next to the old one, then switch to it by replacing the manifest atomically."""
     bm25s = _bm25s()
 
@@ -201,7 +206,7 @@ def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np
         _sync(handle)
     bm25_dir = path / f"bm25.{gen}"
     shutil.rmtree(bm25_dir, ignore_errors=True)
-    retriever = bm25s.BM25(k1=k1, b=b)
+    retriever = bm25s.BM25(k1=float(manifest.bm25["k1"]), b=float(manifest.bm25["b"]))
     retriever.index(bm25_tokenize([c.index_text for c in chunks]), show_progress=False)
     retriever.save(str(bm25_dir))
     for file in bm25_dir.iterdir():

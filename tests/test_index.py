@@ -152,3 +152,29 @@ def test_no_pickle_anywhere(tmp_path, folder, fake_embedder):
             if name.endswith(".npy"):
                 np.load(os.path.join(root, name), allow_pickle=False)
             assert not data.startswith(b"\x80\x04") and not data.startswith(b"\x80\x05"), name
+
+
+def test_bm25_parameters_change_without_reembedding(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    before = read_index(s.index_dir)
+    fake_embedder.calls.clear()
+    report = index_paths([folder], s.with_(bm25_k1=0.5, bm25_b=0.3), embedder=fake_embedder)
+    assert not (report.added or report.changed or report.removed)
+    assert fake_embedder.calls == [] and report.total_chunks == len(before.chunks)
+    after = read_index(s.index_dir)
+    assert after.manifest.bm25 == {"k1": 0.5, "b": 0.3} and after.manifest.generation > before.manifest.generation
+    assert (after.bm25.k1, after.bm25.b) == (0.5, 0.3)
+    assert np.array_equal(after.vectors, before.vectors)
+
+
+def test_manifest_from_before_bm25_had_its_own_entry_still_loads(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    data = json.loads((s.index_dir / MANIFEST).read_text())
+    bm25 = data.pop("bm25")
+    data["settings"].update({"bm25_k1": bm25["k1"], "bm25_b": bm25["b"]})
+    (s.index_dir / MANIFEST).write_text(json.dumps(data))
+    assert read_index(s.index_dir).manifest.bm25 == {"k1": 1.2, "b": 0.75}
+    fake_embedder.calls.clear()
+    assert not index_paths([folder], s, embedder=fake_embedder).wrote and fake_embedder.calls == []
