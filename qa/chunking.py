@@ -28,7 +28,7 @@ class Unit:
 class Chunker:
     """Packs whole sentences into chunks of at most `chunk_tokens`, repeating up to `overlap_tokens`."""
 
-    def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int, title_context: bool = True) -> None:
+    def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int, title_context: bool = False) -> None:
         if not 8 <= chunk_tokens <= MODEL_MAX_TOKENS:
             raise ValueError(f"chunk size must be between 8 and {MODEL_MAX_TOKENS} tokens, not {chunk_tokens}")
         if not 0 <= overlap_tokens < chunk_tokens:

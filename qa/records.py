@@ -45,6 +45,10 @@ class Chunk:
     def index_text(self) -> str:
         return f"{self.context}\n{self.text}" if self.context else self.text
 
+    @property
+    def sentence_texts(self) -> list[str]:
+        return [self.text[s - self.start : e - self.start] for s, e in self.sentences]
+
 
 @dataclass(frozen=True)
 class Hit:

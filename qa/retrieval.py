@@ -97,11 +97,14 @@ class Searcher:
         n = len(self.data.chunks)
         pool = min(n, max(s.candidates, k))
 
-        keyword = self._bm25_scores(question)
+        # The question is tokenized once: its terms feed BM25, the sentence matching and the keyword highlight.
+        terms = bm25_tokenize([question])[0]
+        term_ids = [self._vocab[t] for t in terms if t in self._vocab]
+        keyword = self._bm25_scores(term_ids)
         top_keyword = float(keyword.max()) if n else 0.0
         if mode == "keyword":
             order = [i for i in np.argsort(-keyword, kind="stable")[:k] if keyword[i] > 0]
-            hits = [self._keyword_hit(i, float(keyword[i]), question) for i in order]
+            hits = [self._keyword_hit(i, float(keyword[i]), set(terms)) for i in order]
             return SearchResult(question, mode, tuple(hits), top_keyword, not hits)
 
         query = self._encode([question])[0]
@@ -117,7 +120,7 @@ class Searcher:
         order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
         picked = [(int(rows[i]), float(fused[i]), float(dense[i])) for i in order]
         head = picked[:rerank]
-        sentence_scores = self._sentence_scores(query, question, [self.data.chunks[r] for r, _, _ in head])
+        sentence_scores = self._sentence_scores(query, set(term_ids), [self.data.chunks[r] for r, _, _ in head])
         hits = []
         for (row, score, cosine), (span, span_score, span_cosine) in zip(head, sentence_scores):
             final = (1 - s.sentence_weight) * score + s.sentence_weight * span_score
@@ -137,24 +140,23 @@ class Searcher:
             raise QuestionError("this search needs the embedding model; use mode 'keyword' or load the model")
         return self.embedder.encode(texts)
 
-    def _bm25_scores(self, question: str) -> np.ndarray:
-        tokens = [self._vocab[t] for t in bm25_tokenize([question])[0] if t in self._vocab]
-        if not tokens or not self.data.chunks:
+    def _bm25_scores(self, term_ids: list[int]) -> np.ndarray:
+        if not term_ids or not self.data.chunks:
             return np.zeros(len(self.data.chunks), dtype=np.float32)
-        return np.asarray(self.data.bm25.get_scores_from_ids(tokens), dtype=np.float32)
+        return np.asarray(self.data.bm25.get_scores_from_ids(term_ids), dtype=np.float32)
 
-    def _sentence_scores(self, query: np.ndarray, question: str,
+    def _sentence_scores(self, query: np.ndarray, terms: set[int],
                          chunks: list[Chunk]) -> list[tuple[tuple[int, int], float, float]]:
         """Each chunk's best sentence (the highlight): cosine plus the idf-weighted share of the question's
         terms it contains, which separates sentences the model finds almost equally close.
         Returns (span, combined score, cosine)."""
         spans = [span for c in chunks for span in c.sentences]
-        texts = [c.text[s - c.start : e - c.start] for c in chunks for s, e in c.sentences]
+        texts = [t for c in chunks for t in c.sentence_texts]
         if not texts:
             return []
         cosines = self._sentence_vectors(chunks) @ query
         weight = self.settings.sentence_terms_weight
-        combined = (cosines + weight * self._term_coverage(question, texts)) / (1 + weight)  # stays within [-1, 1]
+        combined = (cosines + weight * self._term_coverage(terms, texts)) / (1 + weight)  # stays within [-1, 1]
         # Headings echo the question's words but answer nothing; they win only where there is nothing else.
         # The document's own title (its first line) is an answer to questions about the whole document.
         headings = np.array([_is_heading(t) and span[0] > 0 for t, span in zip(texts, spans)])
@@ -172,7 +174,7 @@ class Searcher:
             cached = {c.id: self._sentence_cache[c.id] for c in chunks if c.id in self._sentence_cache}
         missing = [c for c in {c.id: c for c in chunks}.values() if c.id not in cached]
         if missing:
-            texts = [c.text[s - c.start : e - c.start] for c in missing for s, e in c.sentences]
+            texts = [t for c in missing for t in c.sentence_texts]
             vectors = self._encode(texts)
             at = 0
             for c in missing:
@@ -186,19 +188,16 @@ class Searcher:
                 self._sentence_cache.popitem(last=False)
         return np.concatenate([cached[c.id] for c in chunks])
 
-    def _term_coverage(self, question: str, texts: list[str]) -> np.ndarray:
-        terms = {self._vocab[t] for t in bm25_tokenize([question])[0] if t in self._vocab}
+    def _term_coverage(self, terms: set[int], texts: list[str]) -> np.ndarray:
         total = float(sum(self._idf[t] for t in terms))
         if not terms or total <= 0:
             return np.zeros(len(texts), dtype=np.float32)
         found = [{self._vocab[t] for t in tokens if t in self._vocab} & terms for tokens in bm25_tokenize(texts)]
         return np.array([sum(self._idf[t] for t in f) / total for f in found], dtype=np.float32)
 
-    def _keyword_hit(self, row: int, score: float, question: str) -> Hit:
+    def _keyword_hit(self, row: int, score: float, terms: set[str]) -> Hit:
         # Without the model, the highlight is the sentence sharing the most question terms.
         chunk = self.data.chunks[row]
-        terms = set(bm25_tokenize([question])[0])
-        texts = [chunk.text[s - chunk.start : e - chunk.start] for s, e in chunk.sentences]
-        overlaps = [len(terms & set(t)) for t in bm25_tokenize(texts)]
+        overlaps = [len(terms & set(t)) for t in bm25_tokenize(chunk.sentence_texts)]
         best = int(np.argmax(overlaps))
         return Hit(chunk, score, 0.0, score, chunk.sentences[best], float(overlaps[best]))

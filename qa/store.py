@@ -1,6 +1,7 @@
 """Store stage: the on-disk index (manifest, chunk table, vectors, BM25, document texts); atomic, versioned writes."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -91,14 +92,16 @@ def _bm25s():
     return bm25s
 
 
-def bm25_tokenize(texts: list[str]) -> list[list[str]]:
-    """Lower-cased, English-stemmed word tokens without stop words; the same for chunks and questions."""
+@functools.lru_cache(maxsize=1)
+def _stemmer():  # -> Stemmer.Stemmer; built once, not for every question
     import Stemmer
 
-    bm25s = _bm25s()
+    return Stemmer.Stemmer("english")
 
-    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False,
-                          show_progress=False)
+
+def bm25_tokenize(texts: list[str]) -> list[list[str]]:
+    """Lower-cased, English-stemmed word tokens without stop words; the same for chunks and questions."""
+    return _bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
 
 
 def read_manifest(path: Path) -> Manifest | None:

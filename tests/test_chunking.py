@@ -11,7 +11,7 @@ from qa.loaders import load
 from qa.records import Document
 
 SETTINGS = Settings()
-CHUNKER = Chunker(SETTINGS.model_path, 48, 12)
+CHUNKER = Chunker(SETTINGS.model_path, 48, 12, title_context=True)  # titles on: the budget code is exercised
 
 _word = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFG0123456789éü-'", min_size=1, max_size=14)
 _sentence = st.builds(lambda ws, end: " ".join(ws) + end, st.lists(_word, min_size=1, max_size=30),
