@@ -7,23 +7,26 @@ from pathlib import Path
 
 from qa.citations import Context, cite, context
 from qa.config import Settings
-from qa.embedding import Embedder, load_embedder
-from qa.errors import IndexMissingError
+from qa.embedding import Embedder, load_embedder, resolve_backend
+from qa.errors import IndexMissingError, QAError
 from qa.indexing import IndexProgress, index_paths, model_info
 from qa.records import IndexReport, Passage
 from qa.retrieval import Searcher
-from qa.store import MANIFEST, check_compatible, read_index
+from qa.store import MANIFEST, check_compatible, read_index, read_manifest
 
-_embedders: dict[str, Embedder] = {}
+_embedders: dict[tuple[str, str], Embedder] = {}
 _embedders_lock = threading.Lock()
 
 
-def shared_embedder(settings: Settings) -> Embedder:
-    """One model per process: loading it takes seconds and its weights are read-only."""
+def shared_embedder(settings: Settings, recorded_backend: str | None = None) -> Embedder:
+    """One model per process and backend: loading it takes seconds and its weights are read-only.
+    With backend "auto", an index's recorded backend is used so that questions and passages match."""
+    backend = resolve_backend(settings.backend, settings.model_path, recorded_backend)
     with _embedders_lock:
-        if settings.model_path not in _embedders:
-            _embedders[settings.model_path] = load_embedder(settings.model_path, settings.model_name)
-        return _embedders[settings.model_path]
+        key = (settings.model_path, backend)
+        if key not in _embedders:
+            _embedders[key] = load_embedder(settings.model_path, settings.model_name, backend, settings.cache_dir)
+        return _embedders[key]
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,19 @@ def build_index(paths: list[str | Path] | None = None, index: str | Path | None 
     """Index files/folders (default: the corpus folder) into `index` (default: the project's index/)."""
     settings = _settings(settings, index)
     roots = [Path(p) for p in paths] if paths else [settings.corpus_dir]
-    embedder = _embedders.get(settings.model_path)
+    # A model this process already loaded is reused; otherwise it is loaded only if something needs embedding.
+    backend = resolve_backend(settings.backend, settings.model_path,
+                              None if rebuild else _recorded_backend(settings.index_dir))
+    embedder = _embedders.get((settings.model_path, backend))
     return index_paths(roots, settings, embedder=embedder, progress=progress, rebuild=rebuild, wait=wait)
+
+
+def _recorded_backend(path: Path) -> str | None:
+    try:
+        manifest = read_manifest(path)
+    except QAError:
+        return None
+    return str(manifest.model.get("backend")) if manifest else None
 
 
 class Retriever:
@@ -75,7 +89,7 @@ class Retriever:
     def _load(self) -> None:
         stamp = self._manifest_stamp()
         data = read_index(self.path)
-        embedder = shared_embedder(self.settings)
+        embedder = shared_embedder(self.settings, str(data.manifest.model.get("backend")))
         check_compatible(data.manifest, model_info(self.settings, embedder), self.settings.chunk_settings(), self.path)
         self.data = data
         self.searcher = Searcher(data, self.settings, embedder)

@@ -142,6 +142,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from qa.bench import bench, dumps, to_text
+
+    say = (lambda _: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    result = bench(Path(args.data) if args.data else None, _settings(args), args.files, sizes, say)
+    print(dumps(result) if args.json else to_text(result))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="qa", description="Offline question answering over your documents, "
                                   "with exact citations.")
@@ -183,6 +193,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("bench", help="measure ingest speed, query latency by index size, re-index and start-up")
+    p.add_argument("--data", metavar="BEIR_DIR", help="documents and questions (default ../shared/eval/scifact)")
+    p.add_argument("--files", type=int, default=1000, help="files in the ingest test (default 1000)")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for query latency, in chunks")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_bench, index=None)
 
     p = sub.add_parser("calibrate", help="measure the abstention cut-off on a question set")
     p.add_argument("questions", help="JSON file: {answerable: [{question, answer}], off_topic: [question]}")

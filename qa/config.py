@@ -31,21 +31,28 @@ class Settings:
     corpus_dir: Path = field(default_factory=lambda: _env_path("QA_CORPUS_DIR", PROJECT_DIR / "corpus"))
     model_path: str = field(default_factory=lambda: os.environ.get("QA_MODEL_PATH") or _bundled_model_path())
     model_name: str = "all-MiniLM-L6-v2"
+    # "auto": an existing index's backend, else OpenVINO int8 when installed, else torch (see qa/embedding.py).
+    backend: str = field(default_factory=lambda: os.environ.get("QA_BACKEND") or "auto")
+    # Where the OpenVINO model built from the local model is kept between runs.
+    cache_dir: Path = field(default_factory=lambda: _env_path(
+        "QA_CACHE_DIR", _env_path("XDG_CACHE_HOME", Path.home() / ".cache") / "docqa"))
     # Chunk size and overlap in model tokens; 256 is the model's max sequence length (incl. 2 special tokens).
     chunk_tokens: int = 128
     overlap_tokens: int = 32
-    # Give every chunk its document's title (first line) as context for the model and BM25. Off: on SciFact
-    # train it scored nDCG@10 0.7197 against 0.723 without (scripts/tune_scifact.py).
-    title_context: bool = False
+    # Give every chunk its document's title (first line) as context for the model and BM25. On: on SciFact train
+    # it scored nDCG@10 0.7373 against 0.7336 without (scripts/tune_scifact.py, OpenVINO int8, sentence vectors
+    # pooled from the chunk's pass; with torch and separately embedded sentences it had lost, 0.7197 vs 0.723).
+    title_context: bool = True
     max_file_bytes: int = 200 * 1024 * 1024
     mode: str = "hybrid"
     k: int = 5
     # Weight of the dense cosine in the hybrid score; the rest goes to the query-normalised BM25 score.
     # This and the two sentence weights below were tuned on SciFact *train* (scripts/tune_scifact.py).
-    alpha: float = 0.8
+    alpha: float = 0.7
     # Abstain when the best sentence's cosine with the question is below this. Measured, not guessed:
-    # `qa calibrate tests/data/seed_questions.json` put it at 0.343 (answerable min 0.473, off-topic max 0.214).
-    min_relevance: float = 0.34
+    # `qa calibrate tests/data/seed_questions.json --unrelated ../shared/eval/scifact` put it at 0.28
+    # (answerable min 0.339; off-topic max 0.186; SciFact test queries asked of the article max 0.229).
+    min_relevance: float = 0.28
     candidates: int = 100
     # Chunks re-scored by their best sentence beyond the k returned, and that sentence's weight in the score.
     rerank_extra: int = 3
@@ -53,8 +60,9 @@ class Settings:
     # How the two signals are fused: "convex" (cosine + max-normalised BM25), "minmax" (both min-max over the
     # candidates) or "rrf" (reciprocal rank fusion, alpha-weighted).
     fusion: str = "convex"
-    # Weight of the idf-weighted share of question terms a sentence contains, added to its cosine.
-    sentence_terms_weight: float = 0.5
+    # Weight of the idf-weighted share of question terms a sentence contains, added to its cosine (0 was best on
+    # train: 0.7414 against 0.7384 at 0.5).
+    sentence_terms_weight: float = 0.0
     sentence_cache_chunks: int = 4096
     max_question_chars: int = 2000
     bm25_k1: float = 1.2

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,7 @@ import numpy as np
 
 from qa.chunking import Chunker
 from qa.config import Settings
-from qa.embedding import Embedder, load_embedder
+from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import EmptyCorpusError, UnreadableFileError
 from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, load
 from qa.records import Chunk, FileFailure, IndexReport
@@ -21,11 +23,20 @@ from qa.store import (FileEntry, Manifest, check_compatible, lock, next_generati
 IndexProgress = Callable[[str, int, int], None]
 
 
-def model_info(settings: Settings, embedder: Embedder | None = None) -> dict[str, object]:
-    info: dict[str, object] = {"name": settings.model_name, "backend": "torch"}
+def model_info(settings: Settings, embedder: Embedder | None = None, recorded: Manifest | None = None
+               ) -> dict[str, object]:
+    """What the manifest records about the model; with no embedder, the backend `settings` resolve to."""
     if embedder is not None:
-        info = {"name": embedder.name, "backend": embedder.backend}
-    return info
+        return {"name": embedder.name, "backend": embedder.backend}
+    backend = resolve_backend(settings.backend, settings.model_path,
+                              str(recorded.model.get("backend")) if recorded else None)
+    return {"name": settings.model_name, "backend": backend}
+
+
+def _sentence_spans(chunk: Chunk) -> list[tuple[int, int]]:
+    """The chunk's sentences in the coordinates of the text the model sees (its context comes first)."""
+    shift = (len(chunk.context) + 1 if chunk.context else 0) - chunk.start
+    return [(begin + shift, end + shift) for begin, end in chunk.sentences]
 
 
 def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | None = None,
@@ -38,16 +49,29 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         raise EmptyCorpusError(f"no documents to index in {', '.join(map(str, paths))}: add "
                                f"{', '.join(SUPPORTED_EXTENSIONS)} files")
     held = lock(path, wait)
+    embedding: _Embedding | None = None
     try:
         old = None if rebuild else read_manifest(path)
+        wanted = model_info(settings, embedder, old)
         if old is not None:
-            check_compatible(old, model_info(settings, embedder), settings.chunk_settings(), path)
+            check_compatible(old, wanted, settings.chunk_settings(), path)
         old_data = read_index(path) if old is not None else None
+        if old_data is not None and old_data.sentence_vectors is None:
+            # Made before sentence vectors were kept: embed everything once more, as a rebuild would.
+            old, old_data, wanted = None, None, model_info(settings, embedder)
         old_rows: dict[str, list[int]] = {}
         if old_data is not None:
             for row, chunk in enumerate(old_data.chunks):
                 old_rows.setdefault(chunk.source, []).append(row)
 
+        def load_model() -> Embedder:
+            loaded = embedder or load_embedder(settings.model_path, settings.model_name, str(wanted["backend"]),
+                                               settings.cache_dir)
+            if old is not None:
+                check_compatible(old, model_info(settings, loaded), settings.chunk_settings(), path)
+            return loaded
+
+        embedding = _Embedding(load_model, (lambda d, t: progress("embed", d, t)) if progress else None)
         chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens, settings.title_context)
         entries: dict[str, FileEntry] = {}
         fresh: dict[str, list[Chunk]] = {}
@@ -77,6 +101,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
             text_sha = save_text(path, document.text)
             entries[file.source] = FileEntry(sha, len(data), len(chunks), text_sha, document.page_starts)
             fresh[file.source] = chunks
+            embedding.add(chunks)  # embedded in the background while the next files are read
             (changed if previous is not None else added).append(file.source)
         removed = sorted(set(old.files) - set(entries)) if old else []
 
@@ -89,45 +114,110 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
                                    "see the reasons above; the existing index is unchanged")
 
         new_chunks = [c for chunks in fresh.values() for c in chunks]
-        embed_began = time.perf_counter()
-        vectors_new = np.zeros((0, 0), dtype=np.float32)
-        if new_chunks:
-            embedder = embedder or load_embedder(settings.model_path, settings.model_name)
-            if old is not None:
-                check_compatible(old, model_info(settings, embedder), settings.chunk_settings(), path)
-            vectors_new = embedder.encode([c.index_text for c in new_chunks],
-                                          (lambda d, t: progress("embed", d, t)) if progress else None)
-        embed_seconds = time.perf_counter() - embed_began
+        vectors_new, sentences_new = embedding.finish()
+        embedder = embedding.embedder
 
         chunks_out: list[Chunk] = []
         parts: list[np.ndarray] = []
-        offset = 0
+        sentence_parts: list[np.ndarray] = []
+        offset = sentence_offset = 0
         for source in sorted(entries):
             if source in fresh:
                 count = len(fresh[source])
+                sentences = sum(len(c.sentences) for c in fresh[source])
                 chunks_out.extend(fresh[source])
                 parts.append(vectors_new[offset : offset + count])
+                sentence_parts.append(sentences_new[sentence_offset : sentence_offset + sentences])
                 offset += count
+                sentence_offset += sentences
             else:
                 rows = old_rows[source]
                 chunks_out.extend(old_data.chunks[r] for r in rows)
                 parts.append(old_data.vectors[rows])
+                spans = old_data.sentence_rows[rows]  # one gather per file, not one slice per chunk
+                sentence_parts.append(old_data.sentence_vectors[np.concatenate(
+                    [np.arange(a, b) for a, b in spans]) if len(spans) else []])
         vectors = np.concatenate(parts).astype(np.float32, copy=False)
         manifest = Manifest(
             generation=next_generation(path),
-            model={**model_info(settings, embedder), "dim": int(vectors.shape[1])},
+            model={**(model_info(settings, embedder) if embedder else wanted), "dim": int(vectors.shape[1])},
             settings=settings.chunk_settings(),
             bm25=settings.bm25_settings(),
             files=entries,
             chunk_count=len(chunks_out),
             updated=time.time(),
         )
-        write_index(path, manifest, chunks_out, vectors)
+        write_index(path, manifest, chunks_out, vectors, np.concatenate(sentence_parts))
         return IndexReport(str(path), tuple(added), tuple(changed), tuple(removed), tuple(unchanged), tuple(failed),
                            tuple(skipped), len(new_chunks), len(chunks_out), time.perf_counter() - began,
-                           {"embed_seconds": embed_seconds})
+                           {"embed_seconds": embedding.seconds})
     finally:
+        if embedding is not None:
+            embedding.close()
         held.release()
+
+
+class _Embedding:
+    """Embeds chunks in a thread while the caller reads and chunks the next files: the model's work (native
+    code, which releases the GIL) overlaps with parsing instead of waiting for all of it."""
+
+    BATCH = 256
+
+    def __init__(self, load: Callable[[], Embedder], progress: Callable[[int, int], None] | None) -> None:
+        self._load, self._progress = load, progress
+        self._queue: queue.Queue[list[Chunk] | None] = queue.Queue(maxsize=4)  # bounds what waits in memory
+        self._thread: threading.Thread | None = None
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._error: BaseException | None = None
+        self.embedder: Embedder | None = None
+        self.seconds = 0.0
+        self.queued = self.done = 0
+
+    def add(self, chunks: list[Chunk]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="qa-embed", daemon=True)
+            self._thread.start()
+        self.queued += len(chunks)
+        self._queue.put(chunks)
+
+    def _run(self) -> None:
+        batch: list[Chunk] = []
+        while True:
+            item = self._queue.get()
+            if self._error is not None:
+                if item is None:
+                    return
+                continue  # drain, so that the reader never blocks on a full queue
+            batch.extend(item or [])
+            if batch and (item is None or len(batch) >= self.BATCH):
+                try:
+                    began = time.perf_counter()
+                    self.embedder = self.embedder or self._load()
+                    self._parts.append(self.embedder.encode_spans([c.index_text for c in batch],
+                                                                  [_sentence_spans(c) for c in batch]))
+                    self.seconds += time.perf_counter() - began
+                    self.done += len(batch)
+                    if self._progress:
+                        self._progress(self.done, self.queued)
+                except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread by finish)
+                    self._error = exc
+                batch = []
+            if item is None:
+                return
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk's vector and sentence vectors, in the order added."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+        if not self._parts:
+            return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([v for v, _ in self._parts]), np.concatenate([s for _, s in self._parts])
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _read_bytes(file: SourceFile, limit: int) -> bytes:

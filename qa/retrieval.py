@@ -120,7 +120,7 @@ class Searcher:
         order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
         picked = [(int(rows[i]), float(fused[i]), float(dense[i])) for i in order]
         head = picked[:rerank]
-        sentence_scores = self._sentence_scores(query, set(term_ids), [self.data.chunks[r] for r, _, _ in head])
+        sentence_scores = self._sentence_scores(query, set(term_ids), [r for r, _, _ in head])
         hits = []
         for (row, score, cosine), (span, span_score, span_cosine) in zip(head, sentence_scores):
             final = (1 - s.sentence_weight) * score + s.sentence_weight * span_score
@@ -146,15 +146,16 @@ class Searcher:
         return np.asarray(self.data.bm25.get_scores_from_ids(term_ids), dtype=np.float32)
 
     def _sentence_scores(self, query: np.ndarray, terms: set[int],
-                         chunks: list[Chunk]) -> list[tuple[tuple[int, int], float, float]]:
+                         rows: list[int]) -> list[tuple[tuple[int, int], float, float]]:
         """Each chunk's best sentence (the highlight): cosine plus the idf-weighted share of the question's
         terms it contains, which separates sentences the model finds almost equally close.
         Returns (span, combined score, cosine)."""
+        chunks = [self.data.chunks[r] for r in rows]
         spans = [span for c in chunks for span in c.sentences]
         texts = [t for c in chunks for t in c.sentence_texts]
         if not texts:
             return []
-        cosines = self._sentence_vectors(chunks) @ query
+        cosines = self._sentence_vectors(rows) @ query
         weight = self.settings.sentence_terms_weight
         combined = (cosines + weight * self._term_coverage(terms, texts)) / (1 + weight)  # stays within [-1, 1]
         # Headings echo the question's words but answer nothing; they win only where there is nothing else.
@@ -169,7 +170,11 @@ class Searcher:
             at += len(c.sentences)
         return result
 
-    def _sentence_vectors(self, chunks: list[Chunk]) -> np.ndarray:
+    def _sentence_vectors(self, rows: list[int]) -> np.ndarray:
+        if self.data.sentence_vectors is not None:  # pooled from the chunk's own pass when it was indexed
+            return np.concatenate([self.data.chunk_sentence_vectors(r) for r in rows]).astype(np.float32)
+        # Indexes made before sentence vectors were kept: embed them now, and remember the popular ones.
+        chunks = [self.data.chunks[r] for r in rows]
         with self._cache_lock:
             cached = {c.id: self._sentence_cache[c.id] for c in chunks if c.id in self._sentence_cache}
         missing = [c for c in {c.id: c for c in chunks}.values() if c.id not in cached]

@@ -87,4 +87,5 @@ def test_sigkill_mid_write_never_breaks_the_index(tmp_path):
     assert leftovers == []
     gen = final.manifest.generation
     assert sorted(os.listdir(index)) == sorted([".lock", "docs", "manifest.json", f"bm25.{gen}",
-                                                f"chunks.{gen}.jsonl", f"vectors.{gen}.npy"])
+                                                f"chunks.{gen}.jsonl", f"vectors.{gen}.npy",
+                                                f"sentences.{gen}.npy"])

@@ -1,0 +1,137 @@
+"""Embedding backends and dense index types: the fast paths must give the answers the reference paths give."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa.embedding import load_embedder, pool_spans
+from qa.errors import IndexMismatchError
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = json.loads((ROOT / "tests" / "data" / "seed_questions.json").read_text())["answerable"]
+TEXTS = [
+    "Japan is Taiwan's third-largest trading partner, and Taiwan is Japan's fourth-largest.",
+    "The council promotes exports through trade shows, market research and overseas offices.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "A short one.",
+    "Semiconductors, machinery and electronic components dominate the bilateral trade between the two.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedders(settings):
+    return {b: load_embedder(settings.model_path, backend=b, cache_dir=settings.cache_dir)
+            for b in ("torch", "openvino", "openvino-int8")}
+
+
+def test_pool_spans_is_the_mean_of_the_tokens_inside_each_span():
+    hidden = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 0.0]])
+    offsets = np.array([[0, 3], [4, 9], [10, 12], [13, 20]])
+    whole = np.array([0.6, 0.8], dtype=np.float32)
+    out = pool_spans(hidden, offsets, [(0, 9), (10, 20), (21, 30)], whole)
+    expected = [np.array([0.5, 0.5]), np.array([2.0, 0.5])]
+    for row, want in zip(out[:2], expected):
+        assert np.allclose(row, want / np.linalg.norm(want), atol=1e-6)
+    assert np.allclose(out[2], whole)  # nothing inside (cut off by truncation): the whole text's vector
+
+
+@pytest.mark.parametrize("backend, floor", [("openvino", 0.9999), ("openvino-int8", 0.98)])
+def test_openvino_vectors_match_torch(embedders, backend, floor):
+    reference = embedders["torch"].encode(TEXTS)
+    vectors = embedders[backend].encode(TEXTS)
+    assert vectors.shape == reference.shape and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert (vectors * reference).sum(axis=1).min() >= floor
+
+
+def test_sentence_vectors_from_one_pass_agree_across_backends(embedders):
+    text = " ".join(TEXTS)
+    spans, at = [], 0
+    for sentence in TEXTS:
+        spans.append((at, at + len(sentence)))
+        at += len(sentence) + 1
+    _, reference = embedders["torch"].encode_spans([text], [spans])
+    for backend in ("openvino", "openvino-int8"):
+        _, pooled = embedders[backend].encode_spans([text], [spans])
+        assert pooled.shape == (len(TEXTS), reference.shape[1])
+        assert (pooled * reference).sum(axis=1).min() >= 0.97
+    # Each pooled sentence is closest to its own sentence embedded alone, but for a very short one, which the
+    # words around it dominate (why the highlight adds term matching to the cosine).
+    alone = embedders["torch"].encode(TEXTS)
+    own = [i for i, t in enumerate(TEXTS) if len(t.split()) >= 8]
+    assert [int(np.argmax(reference[i] @ alone.T)) for i in own] == own
+
+
+def test_int8_backend_answers_the_seed_questions_like_torch(seed_index, settings, tmp_path):
+    from qa.api import Retriever, build_index
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(ROOT / "corpus", corpus)
+    torch_settings = settings.with_(index_dir=tmp_path / "torch", backend="torch")
+    build_index([corpus], settings=torch_settings)
+    fast = Retriever(seed_index, settings=settings.with_(index_dir=seed_index))
+    assert fast.data.manifest.model["backend"] == "openvino-int8"
+    slow = Retriever(torch_settings.index_dir, settings=torch_settings)
+    same = sum(fast.retrieve(c["question"])[0].start == slow.retrieve(c["question"])[0].start for c in QUESTIONS)
+    assert same >= len(QUESTIONS) - 1
+
+
+def test_backend_is_recorded_and_never_mixed(tmp_path, settings):
+    from qa.api import Retriever, build_index
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(ROOT / "corpus", corpus)
+    index = tmp_path / "index"
+    build_index([corpus], settings=settings.with_(index_dir=index, backend="torch"))
+    assert json.loads((index / "manifest.json").read_text())["model"]["backend"] == "torch"
+    # "auto" keeps the index's backend, so questions are embedded the way its passages were.
+    assert Retriever(index, settings=settings.with_(index_dir=index)).searcher.embedder.backend == "torch"
+    with pytest.raises(IndexMismatchError, match="rebuild"):
+        Retriever(index, settings=settings.with_(index_dir=index, backend="openvino-int8"))
+    (corpus / "more.txt").write_text("A new document about ceramic tiles and their export.")
+    with pytest.raises(IndexMismatchError):
+        build_index([corpus], settings=settings.with_(index_dir=index, backend="openvino-int8"))
+    report = build_index([corpus], settings=settings.with_(index_dir=index, backend="openvino-int8"), rebuild=True)
+    assert report.chunks_embedded == report.total_chunks
+    assert json.loads((index / "manifest.json").read_text())["model"]["backend"] == "openvino-int8"
+
+
+def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_path, fake_embedder):
+    import faiss
+
+    import qa.store
+    from qa.config import Settings
+    from qa.indexing import index_paths
+    from qa.store import build_dense, read_index
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 64))
+    vectors = (centres[rng.integers(0, 50, 5000)] + rng.normal(0, 0.3, (5000, 64))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.integers(0, 5000, 200)] + rng.normal(0, 0.1, (200, 64)).astype(np.float32)
+    exact = build_dense(vectors)
+    approximate = build_dense(vectors, exact_limit=1000)
+    assert isinstance(exact, faiss.IndexFlatIP) and isinstance(approximate, faiss.IndexHNSWFlat)
+    _, truth = exact.search(queries, 10)
+    _, found = approximate.search(queries, 10)
+    assert np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]) >= 0.95
+
+    # Written with the index beyond the limit, read back, and it answers as exact search does.
+    monkeypatch.setattr(qa.store, "EXACT_SEARCH_LIMIT", 20)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"d{i}.txt").write_text(f"Document {i} is about topic {i % 7} and item {i}.")
+    s = Settings().with_(index_dir=tmp_path / "index")
+    index_paths([folder], s, embedder=fake_embedder)
+    data = read_index(s.index_dir)
+    gen = data.manifest.generation
+    assert (s.index_dir / f"dense.{gen}.faiss").is_file() and isinstance(data.dense, faiss.IndexHNSWFlat)
+    flat = build_dense(np.asarray(data.vectors), exact_limit=len(data.vectors))
+    query = fake_embedder.encode(["topic 3 item 10"])
+    # Hash vectors tie often, so the scores are compared: the same best five, whichever of the tied rows.
+    assert np.allclose(data.dense.search(query, 5)[0], flat.search(query, 5)[0], atol=1e-5)
