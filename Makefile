@@ -29,5 +29,8 @@ index: setup
 test: setup system-deps
 	$(PY) -m pytest -q
 
+bench: setup
+	$(VENV)/bin/qa bench
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
