@@ -193,8 +193,10 @@ class _Embedding:
                 try:
                     began = time.perf_counter()
                     self.embedder = self.embedder or self._load()
-                    self._parts.append(self.embedder.encode_spans([c.index_text for c in batch],
-                                                                  [_sentence_spans(c) for c in batch]))
+                    vectors, sentences = self.embedder.encode_spans([c.index_text for c in batch],
+                                                                    [_sentence_spans(c) for c in batch])
+                    # Kept as stored (float16): a large file's sentence vectors would otherwise take twice the memory.
+                    self._parts.append((vectors, sentences.astype(np.float16)))
                     self.seconds += time.perf_counter() - began
                     self.done += len(batch)
                     if self._progress:
