@@ -65,7 +65,7 @@ def ingest(dataset: Dataset, work: Path, settings: Settings, files: int, say: Pr
     say(f"ingest: indexing {files} files with the {embedder.backend} backend")
     report = index_paths([corpus], settings, embedder=embedder, rebuild=True)
     full, embed = report.seconds, float(report.extra["embed_seconds"])
-    texts = [c.index_text for c in read_index(settings.index_dir).chunks]
+    texts = [c.index_text for c in read_index(settings.index_dir, searchable=False).chunks]
 
     say(f"ingest: the same {len(texts)} chunks through stock sentence-transformers on torch")
     from sentence_transformers import SentenceTransformer
@@ -119,8 +119,6 @@ def _synthetic(base: IndexData, size: int, seed: int = 0) -> IndexData:
 def query(base: IndexData, settings: Settings, questions: list[str], sizes: list[int],
           say: Progress) -> list[dict[str, object]]:
     """p50/p95 of `retrieve()` (search and citation) and the dense index's recall@10 against exact search."""
-    import faiss
-
     embedder = shared_embedder(settings, str(base.manifest.model.get("backend")))
     out = []
     for size in sizes:
@@ -138,8 +136,7 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
             latencies.append((time.perf_counter() - t) * 1000)
         latencies.sort()
         queries = embedder.encode(questions)
-        exact = faiss.IndexFlatIP(data.vectors.shape[1])
-        exact.add(data.vectors)
+        exact = build_dense(data.vectors, exact_limit=len(data.vectors))
         _, truth = exact.search(queries, 10)
         _, found = data.dense.search(queries, 10)
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
@@ -187,13 +184,13 @@ def bench(data: Path | None, settings: Settings, files: int = 1000, sizes: tuple
         # The real base for the query sizes: more of the dataset, added incrementally to the same index.
         needed = max(sizes[0], 1)
         count = files
-        base = read_index(work / "index")
+        base = read_index(work / "index", searchable=False)
         while len(base.chunks) < needed and count < len(dataset.corpus):
             count = min(len(dataset.corpus), int(count * needed / max(len(base.chunks), 1) * 1.05) + 1)
             say(f"query: embedding {count} files for {needed:,} real chunks")
             index_paths([_files(dataset, work / "corpus", count)], settings.with_(index_dir=work / "index"),
                         embedder=shared_embedder(settings))
-            base = read_index(work / "index")
+            base = read_index(work / "index", searchable=False)
         real = min(len(base.chunks), needed)
         rows = base.sentence_rows[:real] if base.sentence_rows is not None else None
         base = replace(base, chunks=list(base.chunks[:real]), vectors=np.asarray(base.vectors[:real]),

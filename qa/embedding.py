@@ -243,7 +243,8 @@ class OpenVINOEmbedder(_Batched):
             if int8:
                 import nncf
 
-                samples = [self._inputs([t]) for t in _calibration_texts(CALIBRATION_SAMPLES)]
+                samples = [self._inputs(self.tokenizer.encode_batch([t]))
+                           for t in _calibration_texts(CALIBRATION_SAMPLES)]
                 model = nncf.quantize(ov.Core().read_model(str(temp / "model.xml")), nncf.Dataset(samples),
                                       model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples))
                 ov.save_model(model, str(temp / "model-int8.xml"), compress_to_fp16=False)
@@ -263,20 +264,20 @@ class OpenVINOEmbedder(_Batched):
         with torch.no_grad():
             return ov.convert_model(model, example_input=example)
 
-    def _inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encoded = self.tokenizer.encode_batch(texts)
+    @staticmethod
+    def _inputs(encoded: list) -> dict[str, np.ndarray]:  # tokenizers.Encoding rows -> the model's inputs
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
                 "token_type_ids": np.zeros_like(ids)}
 
     def _forward(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         encoded = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        inputs = self._inputs(encoded)
+        mask = inputs["attention_mask"]
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        request.infer({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+        request.infer(inputs)
         hidden = np.array(request.get_tensor(self.compiled.output("last_hidden_state")).data)  # reused by the next call
         pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
         pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

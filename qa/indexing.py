@@ -55,7 +55,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         wanted = model_info(settings, embedder, old)
         if old is not None:
             check_compatible(old, wanted, settings.chunk_settings(), path)
-        old_data = read_index(path) if old is not None else None
+        old_data = read_index(path, searchable=False) if old is not None else None
         if old_data is not None and old_data.sentence_vectors is None:
             # Made before sentence vectors were kept: embed everything once more, as a rebuild would.
             old, old_data, wanted = None, None, model_info(settings, embedder)

@@ -12,7 +12,7 @@ import numpy as np
 from qa.config import MODES, Settings
 from qa.embedding import Embedder
 from qa.errors import QuestionError
-from qa.records import Chunk, Hit
+from qa.records import Hit
 from qa.store import IndexData, bm25_tokenize
 
 _WORD = re.compile(r"\w", re.UNICODE)
@@ -157,7 +157,9 @@ class Searcher:
             return []
         cosines = self._sentence_vectors(rows) @ query
         weight = self.settings.sentence_terms_weight
-        combined = (cosines + weight * self._term_coverage(terms, texts)) / (1 + weight)  # stays within [-1, 1]
+        combined = cosines  # term matching tokenizes every sentence: skipped when its weight is 0 (the default)
+        if weight:
+            combined = (cosines + weight * self._term_coverage(terms, texts)) / (1 + weight)  # stays in [-1, 1]
         # Headings echo the question's words but answer nothing; they win only where there is nothing else.
         # The document's own title (its first line) is an answer to questions about the whole document.
         headings = np.array([_is_heading(t) and span[0] > 0 for t, span in zip(texts, spans)])

@@ -142,14 +142,16 @@ def check_compatible(manifest: Manifest, model: dict[str, object], settings: dic
                                      f"{json.dumps(wanted)}: rebuild it with `qa index --rebuild --index {path}`")
 
 
-def read_index(path: Path) -> IndexData:
+def read_index(path: Path, searchable: bool = True) -> IndexData:
+    """Load the committed generation. `searchable=False` skips loading BM25 and building the dense index, which
+    only searching needs (an indexer reuses the chunks and vectors, nothing else)."""
     # A writer may commit a new generation and delete the old files between our reads: read again.
     for attempt in range(5):
         manifest = read_manifest(path)
         if manifest is None:
             raise IndexMissingError(f"no index at {path} yet: build it with `qa index --index {path}`")
         try:
-            return _read_generation(path, manifest)
+            return _read_generation(path, manifest, searchable)
         except FileNotFoundError:
             if attempt == 4:
                 raise IndexCorruptError(f"files of the index at {path} are missing: rebuild it with "
@@ -158,11 +160,7 @@ def read_index(path: Path) -> IndexData:
     raise AssertionError("unreachable")
 
 
-def _read_generation(path: Path, manifest: Manifest) -> IndexData:
-    import faiss
-
-    bm25s = _bm25s()
-
+def _read_generation(path: Path, manifest: Manifest, searchable: bool) -> IndexData:
     gen = manifest.generation
     chunks = []
     with open(path / f"chunks.{gen}.jsonl", encoding="utf-8") as handle:
@@ -178,26 +176,33 @@ def _read_generation(path: Path, manifest: Manifest) -> IndexData:
     sentence_vectors, sentence_rows = None, None
     if (path / f"sentences.{gen}.npy").is_file():
         sentence_vectors = np.load(path / f"sentences.{gen}.npy", allow_pickle=False, mmap_mode="r")
-        ends = np.cumsum([len(c.sentences) for c in chunks], dtype=np.int64)
-        sentence_rows = np.stack([ends - [len(c.sentences) for c in chunks], ends], axis=1)
+        counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+        ends = np.cumsum(counts)
+        sentence_rows = np.stack([ends - counts, ends], axis=1)
         if len(sentence_vectors) != (ends[-1] if len(ends) else 0):
             sentence_vectors = None  # unusable, not fatal: the sentences get embedded when asked about
     if len(vectors) != len(chunks) or len(chunks) != manifest.chunk_count:
         raise IndexCorruptError(f"the index at {path} is inconsistent: rebuild with `qa index --rebuild --index {path}`")
-    dense_file = path / f"dense.{gen}.faiss"
-    if dense_file.is_file():  # an approximate index, built when the index was written (see build_dense)
-        dense = faiss.read_index(str(dense_file))
-        if dense.ntotal != len(vectors):
-            raise IndexCorruptError(f"the index at {path} is inconsistent: rebuild with "
-                                    f"`qa index --rebuild --index {path}`")
-        faiss.ParameterSpace().set_index_parameter(dense, "efSearch", HNSW_EF_SEARCH)
-    else:
-        dense = build_dense(vectors, exact_limit=len(vectors))
     if not (path / f"bm25.{gen}").is_dir():
         raise FileNotFoundError(path / f"bm25.{gen}")
-    bm25 = bm25s.BM25.load(str(path / f"bm25.{gen}"), mmap=False, load_corpus=False)
+    dense = _load_dense(path, gen, vectors) if searchable else None
+    bm25 = _bm25s().BM25.load(str(path / f"bm25.{gen}"), mmap=False, load_corpus=False) if searchable else None
     return IndexData(path, manifest, chunks, vectors, dense, bm25, sentence_vectors,
                      sentence_rows if sentence_vectors is not None else None)
+
+
+def _load_dense(path: Path, gen: int, vectors: np.ndarray):  # -> faiss.Index
+    import faiss
+
+    dense_file = path / f"dense.{gen}.faiss"
+    if not dense_file.is_file():
+        return build_dense(vectors, exact_limit=len(vectors))
+    # An approximate index, built when the index was written (see build_dense).
+    dense = faiss.read_index(str(dense_file))
+    if dense.ntotal != len(vectors):
+        raise IndexCorruptError(f"the index at {path} is inconsistent: rebuild with `qa index --rebuild --index {path}`")
+    faiss.ParameterSpace().set_index_parameter(dense, "efSearch", HNSW_EF_SEARCH)
+    return dense
 
 
 def build_dense(vectors: np.ndarray, exact_limit: int | None = None):  # -> faiss.Index
