@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,20 @@ class Chunker:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def chunk(self, document: Document) -> list[Chunk]:
-        title = self._title(document) if self.title_context else ""
+        return self._chunk(document, self._title(document.text) if self.title_context else "", 0, 1)
+
+    def chunk_stream(self, source: str, blocks: Iterable[str]) -> Iterator[list[Chunk]]:
+        """Chunks of a text too large to hold whole, given block by block (see loaders.stream_text); a block
+        boundary acts like a page break. Offsets and lines are the whole text's, as if it were one Document."""
+        offset, line, title = 0, 1, None
+        for block in blocks:
+            if title is None:
+                title = self._title(block) if self.title_context else ""
+            yield self._chunk(Document(source, block), title, offset, line)
+            offset += len(block)
+            line += block.count("\n")
+
+    def _chunk(self, document: Document, title: str, offset: int, line: int) -> list[Chunk]:
         # The title travels with every chunk into the model, so it comes out of each chunk's token budget.
         budget = self.chunk_tokens - (self.count_tokens([title])[0] + 1 if title else 0)
         units = self._units(document, budget)
@@ -54,7 +68,7 @@ class Chunker:
                 total += units[j].tokens
                 j += 1
             j = max(j, i + 1)
-            chunks.append(self._make_chunk(document, units[i:j], title))
+            chunks.append(self._make_chunk(document, units[i:j], title, offset, line))
             if j >= len(units):
                 break
             # Step back over trailing sentences that fit in the overlap, but always move forward.
@@ -65,9 +79,9 @@ class Chunker:
             i = back
         return chunks
 
-    def _title(self, document: Document) -> str:
+    def _title(self, text: str) -> str:
         """The document's first line when it reads like a title (short, no sentence end), cut to a few tokens."""
-        first = document.text.lstrip().split("\n", 1)[0].strip().lstrip("#").strip()
+        first = text[:2000].lstrip().split("\n", 1)[0].strip().lstrip("#").strip()
         if not first or len(first.split()) > 20 or first.endswith((".", "?", "!", ":")):
             return ""
         encoding = self.tokenizer.encode(first, add_special_tokens=False)
@@ -75,19 +89,20 @@ class Chunker:
             first = first[: encoding.offsets[TITLE_MAX_TOKENS - 1][1]]
         return first
 
-    def _make_chunk(self, document: Document, units: list[Unit], title: str) -> Chunk:
+    def _make_chunk(self, document: Document, units: list[Unit], title: str, offset: int, line: int) -> Chunk:
+        # `offset` and `line` place a block of a streamed text within the whole text (0 and 1 otherwise).
         start, end = units[0].start, units[-1].end
         text = document.text[start:end]
-        key = f"{document.source}\0{start}\0{end}\0{text}".encode("utf-8", "surrogatepass")
+        key = f"{document.source}\0{start + offset}\0{end + offset}\0{text}".encode("utf-8", "surrogatepass")
         return Chunk(
             id=hashlib.blake2b(key, digest_size=8).hexdigest(),
             source=document.source,
-            start=start,
-            end=end,
+            start=start + offset,
+            end=end + offset,
             text=text,
             page=document.page_at(start),
-            line=document.line_at(start),
-            sentences=tuple((u.start, u.end) for u in units),
+            line=document.line_at(start) + line - 1,
+            sentences=tuple((u.start + offset, u.end + offset) for u in units),
             context="" if not title or title in text else title,
         )
 
@@ -131,8 +146,6 @@ def _starts_word(text: str, offset: int) -> bool:
 
 def sentence_spans(document: Document) -> list[tuple[int, int, int]]:
     """(start, end, region) of every sentence, stripped of surrounding white space."""
-    import blingfire
-
     text = document.text
     bounds = list(document.page_starts) or [0]
     bounds.append(len(text))
@@ -140,12 +153,38 @@ def sentence_spans(document: Document) -> list[tuple[int, int, int]]:
     for region in range(len(bounds) - 1):
         for para_start, para_end in _paragraphs(text, bounds[region], bounds[region + 1]):
             paragraph = text[para_start:para_end]
-            _, offsets = blingfire.text_to_sentences_and_offsets(paragraph)
+            offsets = sentence_offsets(paragraph)
             for s, e in offsets or [(0, len(paragraph))]:
                 s, e = _strip(paragraph, s, min(e, len(paragraph)))
                 if e > s:
                     spans.append((para_start + s, para_start + e, region))
     return spans
+
+
+def sentence_offsets(paragraph: str) -> list[tuple[int, int]]:
+    """blingfire's sentence boundaries as (start, end) character offsets. Its Python wrapper
+    (`text_to_sentences_and_offsets`) maps UTF-8 offsets back to characters in a loop over every byte, which was
+    most of the time spent chunking a large file; this calls the same native function and maps them with numpy."""
+    from ctypes import byref, c_char_p, c_int, c_int32, create_string_buffer
+
+    import blingfire
+    import numpy as np
+
+    data = paragraph.encode("utf-8", "surrogatepass")
+    size = 2 * len(data) + 16
+    out, starts, ends = create_string_buffer(size), (c_int32 * size)(), (c_int32 * size)()
+    length = blingfire.blingfire.TextToSentencesWithOffsets(c_char_p(data), c_int(len(data)), byref(out),
+                                                             byref(starts), byref(ends), c_int(size))
+    if length <= 0 or length > size:
+        return []
+    count = out.value.count(b"\n") + 1
+    begin = np.frombuffer(starts, dtype=np.int32, count=count).astype(np.int64)
+    end = np.frombuffer(ends, dtype=np.int32, count=count).astype(np.int64) + 1  # blingfire's ends are inclusive
+    if len(data) != len(paragraph):  # not ASCII: characters before each byte offset
+        before = np.zeros(len(data) + 1, dtype=np.int64)
+        np.cumsum((np.frombuffer(data, dtype=np.uint8) & 0xC0) != 0x80, out=before[1:])
+        begin, end = before[np.minimum(begin, len(data))], before[np.minimum(end, len(data))]
+    return list(zip(begin.tolist(), end.tolist()))
 
 
 def _paragraphs(text: str, begin: int, end: int) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ import hashlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +14,10 @@ from qa.chunking import Chunker
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import EmptyCorpusError, UnreadableFileError
-from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, load
+from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, load, stream_text, streams
 from qa.records import Chunk, FileFailure, IndexReport
-from qa.store import (FileEntry, Manifest, check_compatible, lock, next_generation, read_index, read_manifest,
-                      save_text, write_index)
+from qa.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
+from qa.writer import GenerationWriter, Mark, TextFile, lock, save_text
 
 # progress(stage, done, total): stage is "read" (files) or "embed" (chunks).
 IndexProgress = Callable[[str, int, int], None]
@@ -50,6 +50,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
                                f"{', '.join(SUPPORTED_EXTENSIONS)} files")
     held = lock(path, wait)
     embedding: _Embedding | None = None
+    writer: GenerationWriter | None = None
     try:
         old = None if rebuild else read_manifest(path)
         wanted = model_info(settings, embedder, old)
@@ -59,10 +60,6 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         if old_data is not None and old_data.sentence_vectors is None:
             # Made before sentence vectors were kept: embed everything once more, as a rebuild would.
             old, old_data, wanted = None, None, model_info(settings, embedder)
-        old_rows: dict[str, list[int]] = {}
-        if old_data is not None:
-            for row, chunk in enumerate(old_data.chunks):
-                old_rows.setdefault(chunk.source, []).append(row)
 
         def load_model() -> Embedder:
             loaded = embedder or load_embedder(settings.model_path, settings.model_name, str(wanted["backend"]),
@@ -71,38 +68,36 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
                 check_compatible(old, model_info(settings, loaded), settings.chunk_settings(), path)
             return loaded
 
-        embedding = _Embedding(load_model, (lambda d, t: progress("embed", d, t)) if progress else None)
+        # New rows go straight to the new generation's files: chunk rows from this thread, vectors from the
+        # embedding thread. Memory holds a block of text and a few batches, not the corpus.
+        writer = GenerationWriter(path)
+        embedding = _Embedding(load_model, writer, (lambda d, t: progress("embed", d, t)) if progress else None)
         chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens, settings.title_context)
         entries: dict[str, FileEntry] = {}
-        fresh: dict[str, list[Chunk]] = {}
         added, changed, unchanged, failed = [], [], [], []
+        new_chunks = 0
         for number, file in enumerate(files, 1):
             if progress:
                 progress("read", number, len(files))
             previous = old.files.get(file.source) if old else None
+            mark = writer.mark()
             try:
-                data = _read_bytes(file, settings.max_file_bytes)
-                sha = hashlib.sha256(data).hexdigest()
-                if previous is not None and previous.sha256 == sha:
-                    entries[file.source] = previous
-                    unchanged.append(file.source)
-                    continue
-                document = load(file.path, file.source, data)
-                chunks = chunker.chunk(document)
-                if not chunks:
-                    raise UnreadableFileError("no sentences found in the file")
+                entry = _index_file(file, previous, settings.max_file_bytes, chunker, writer, embedding)
             except UnreadableFileError as exc:
+                writer.rollback(mark)  # a file that failed midway leaves none of its rows behind
+                embedding.truncate(mark)
                 reason = str(exc)
                 if previous is not None:  # losing nothing: the last good version stays searchable
                     entries[file.source] = previous
                     reason += " (the previously indexed version is kept)"
                 failed.append(FileFailure(file.source, reason))
                 continue
-            text_sha = save_text(path, document.text)
-            entries[file.source] = FileEntry(sha, len(data), len(chunks), text_sha, document.page_starts)
-            fresh[file.source] = chunks
-            embedding.add(chunks)  # embedded in the background while the next files are read
-            (changed if previous is not None else added).append(file.source)
+            entries[file.source] = entry or previous
+            if entry is None:
+                unchanged.append(file.source)
+            else:
+                new_chunks += entry.chunks
+                (changed if previous is not None else added).append(file.source)
         removed = sorted(set(old.files) - set(entries)) if old else []
 
         bm25_changed = old is not None and old.bm25 != settings.bm25_settings()
@@ -112,62 +107,93 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         if not entries:
             raise EmptyCorpusError(f"none of the files in {', '.join(map(str, paths))} could be read: "
                                    "see the reasons above; the existing index is unchanged")
-
-        new_chunks = [c for chunks in fresh.values() for c in chunks]
-        vectors_new, sentences_new = embedding.finish()
+        embedding.finish()
+        if old_data is not None:  # the rows of files that did not change, copied after the new ones
+            kept = {s for s, e in entries.items() if e is old.files.get(s)}
+            writer.copy_rows(old_data, np.fromiter((c.source in kept for c in old_data.chunks), bool,
+                                                   len(old_data.chunks)))
         embedder = embedding.embedder
-
-        chunks_out: list[Chunk] = []
-        parts: list[np.ndarray] = []
-        sentence_parts: list[np.ndarray] = []
-        offset = sentence_offset = 0
-        for source in sorted(entries):
-            if source in fresh:
-                count = len(fresh[source])
-                sentences = sum(len(c.sentences) for c in fresh[source])
-                chunks_out.extend(fresh[source])
-                parts.append(vectors_new[offset : offset + count])
-                sentence_parts.append(sentences_new[sentence_offset : sentence_offset + sentences])
-                offset += count
-                sentence_offset += sentences
-            else:
-                rows = old_rows[source]
-                chunks_out.extend(old_data.chunks[r] for r in rows)
-                parts.append(old_data.vectors[rows])
-                spans = old_data.sentence_rows[rows]  # one gather per file, not one slice per chunk
-                sentence_parts.append(old_data.sentence_vectors[np.concatenate(
-                    [np.arange(a, b) for a, b in spans]) if len(spans) else []])
-        vectors = np.concatenate(parts).astype(np.float32, copy=False)
+        dim = embedder.dim if embedder else int(old.model.get("dim", 0)) if old else 0
         manifest = Manifest(
-            generation=next_generation(path),
-            model={**(model_info(settings, embedder) if embedder else wanted), "dim": int(vectors.shape[1])},
+            generation=writer.gen,
+            model={**(model_info(settings, embedder) if embedder else wanted), "dim": dim},
             settings=settings.chunk_settings(),
             bm25=settings.bm25_settings(),
             files=entries,
-            chunk_count=len(chunks_out),
+            chunk_count=writer.rows,
             updated=time.time(),
         )
-        write_index(path, manifest, chunks_out, vectors, np.concatenate(sentence_parts))
+        writer.commit(manifest)
+        writer = None
         return IndexReport(str(path), tuple(added), tuple(changed), tuple(removed), tuple(unchanged), tuple(failed),
-                           tuple(skipped), len(new_chunks), len(chunks_out), time.perf_counter() - began,
+                           tuple(skipped), new_chunks, manifest.chunk_count, time.perf_counter() - began,
                            {"embed_seconds": embedding.seconds})
     finally:
         if embedding is not None:
             embedding.close()
+        if writer is not None:
+            writer.discard()
         held.release()
+
+
+def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunker: Chunker,
+                writer: GenerationWriter, embedding: _Embedding) -> FileEntry | None:
+    """Read, chunk and queue one file; None when its bytes are those already indexed."""
+    size = _size(file, limit)
+    if streams(file.path, size):
+        # Too large to hold: hashed in one pass, then (if changed) decoded, chunked and saved block by block.
+        if previous is not None and previous.sha256 == _hash_file(file):
+            return None
+        digest, count, text = hashlib.sha256(), 0, TextFile(writer.path)
+        read = [0]
+
+        def on_bytes(data: bytes) -> None:
+            digest.update(data)
+            read[0] += len(data)
+
+        try:
+            for chunks in chunker.chunk_stream(file.source, _tee(stream_text(file.path, on_bytes), text.write)):
+                writer.add_rows(chunks)
+                embedding.add(chunks)
+                count += len(chunks)
+            if not count:
+                raise UnreadableFileError("no sentences found in the file")
+        except BaseException:
+            text.discard()
+            raise
+        return FileEntry(digest.hexdigest(), read[0], count, text.commit())
+    data = _read_bytes(file, limit)
+    sha = hashlib.sha256(data).hexdigest()
+    if previous is not None and previous.sha256 == sha:
+        return None
+    document = load(file.path, file.source, data)
+    chunks = chunker.chunk(document)
+    if not chunks:
+        raise UnreadableFileError("no sentences found in the file")
+    entry = FileEntry(sha, len(data), len(chunks), save_text(writer.path, document.text), document.page_starts)
+    writer.add_rows(chunks)
+    embedding.add(chunks)  # embedded in the background while the next files are read
+    return entry
+
+
+def _tee(blocks: Iterator[str], sink: Callable[[str], None]) -> Iterator[str]:
+    for block in blocks:
+        sink(block)
+        yield block
 
 
 class _Embedding:
     """Embeds chunks in a thread while the caller reads and chunks the next files: the model's work (native
-    code, which releases the GIL) overlaps with parsing instead of waiting for all of it."""
+    code, which releases the GIL) overlaps with parsing instead of waiting for all of it. Vectors go to the
+    writer as each batch is done, in the order the chunks were added."""
 
     BATCH = 256
 
-    def __init__(self, load: Callable[[], Embedder], progress: Callable[[int, int], None] | None) -> None:
-        self._load, self._progress = load, progress
-        self._queue: queue.Queue[list[Chunk] | None] = queue.Queue(maxsize=4)  # bounds what waits in memory
+    def __init__(self, load: Callable[[], Embedder], writer: GenerationWriter,
+                 progress: Callable[[int, int], None] | None) -> None:
+        self._load, self._writer, self._progress = load, writer, progress
+        self._queue: queue.Queue[list[Chunk] | Mark | None] = queue.Queue(maxsize=4)  # bounds what waits
         self._thread: threading.Thread | None = None
-        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
         self._error: BaseException | None = None
         self.embedder: Embedder | None = None
         self.seconds = 0.0
@@ -180,6 +206,12 @@ class _Embedding:
         self.queued += len(chunks)
         self._queue.put(chunks)
 
+    def truncate(self, mark: Mark) -> None:
+        """Drop the rows from `mark` on, queued or already written (a file that failed midway)."""
+        if self._thread is not None:
+            self.queued = mark.rows
+            self._queue.put(mark)
+
     def _run(self) -> None:
         batch: list[Chunk] = []
         while True:
@@ -188,6 +220,15 @@ class _Embedding:
                 if item is None:
                     return
                 continue  # drain, so that the reader never blocks on a full queue
+            if isinstance(item, Mark):
+                written = self._writer.vector_rows
+                if item.rows >= written:
+                    batch = batch[: item.rows - written]
+                else:
+                    batch = []
+                    self._writer.truncate_vectors(item)
+                self.done = min(self.done, item.rows)
+                continue
             batch.extend(item or [])
             if batch and (item is None or len(batch) >= self.BATCH):
                 try:
@@ -195,9 +236,8 @@ class _Embedding:
                     self.embedder = self.embedder or self._load()
                     vectors, sentences = self.embedder.encode_spans([c.index_text for c in batch],
                                                                     [_sentence_spans(c) for c in batch])
-                    # Kept as stored (float16): a large file's sentence vectors would otherwise take twice the memory.
-                    self._parts.append((vectors, sentences.astype(np.float16)))
                     self.seconds += time.perf_counter() - began
+                    self._writer.add_vectors(vectors, sentences)
                     self.done += len(batch)
                     if self._progress:
                         self._progress(self.done, self.queued)
@@ -207,14 +247,11 @@ class _Embedding:
             if item is None:
                 return
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every chunk's vector and sentence vectors, in the order added."""
+    def finish(self) -> None:
+        """Wait until every chunk added has its vectors written."""
         self.close()
         if self._error is not None:
             raise self._error
-        if not self._parts:
-            return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
-        return np.concatenate([v for v, _ in self._parts]), np.concatenate([s for _, s in self._parts])
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -222,12 +259,34 @@ class _Embedding:
             self._thread.join()
 
 
-def _read_bytes(file: SourceFile, limit: int) -> bytes:
+def _size(file: SourceFile, limit: int) -> int:
     try:
         size = file.path.stat().st_size
-        if size > limit:
-            raise UnreadableFileError(f"too large ({size / 2**20:.0f} MiB > {limit / 2**20:.0f} MiB): split it "
-                                      "or raise QA_MAX_FILE_MB")
+    except FileNotFoundError:
+        raise UnreadableFileError("it disappeared while indexing") from None
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
+    if size > limit:
+        raise UnreadableFileError(f"too large ({size / 2**20:.0f} MiB > {limit / 2**20:.0f} MiB): split it "
+                                  "or raise QA_MAX_FILE_MB")
+    return size
+
+
+def _hash_file(file: SourceFile) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(file.path, "rb") as handle:
+            while block := handle.read(2**20):
+                digest.update(block)
+    except PermissionError:
+        raise UnreadableFileError("no permission to read it: fix its permissions (chmod +r)") from None
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+def _read_bytes(file: SourceFile, limit: int) -> bytes:
+    try:
         with open(file.path, "rb") as handle:
             return handle.read(limit + 1)
     except PermissionError:

@@ -1,10 +1,11 @@
 """Load stage: find files under the given paths and turn each into a Document (txt, md, html, pdf, docx)."""
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,13 @@ _BLOCK_TAGS = (
 )
 _INVISIBLE_TAGS = ("script", "style", "noscript", "template", "svg", "iframe", "object", "head")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+# Text files larger than this are read, decoded and chunked block by block (`stream_text`), never held whole.
+STREAM_BYTES = 16 * 2**20
+_READ_BYTES = 2**20
+_DETECT_BYTES = 2**20  # the encoding is chosen from this much of the start of a streamed file
+BLOCK_CHARS = 2**20
 
 
 @dataclass(frozen=True)
@@ -102,8 +110,7 @@ def load(path: Path, source: str, data: bytes) -> Document:
 
 def decode_text(data: bytes) -> str:
     """Decode bytes of unknown encoding: BOMs first, then UTF-8, then a detector for legacy encodings."""
-    for bom, codec in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
-                       (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+    for bom, codec in _BOMS:
         if data.startswith(bom):
             try:
                 return _not_binary(data.decode(codec))
@@ -121,6 +128,78 @@ def decode_text(data: bytes) -> str:
     if best is None:
         raise UnreadableFileError("binary data or an unknown text encoding: save it as UTF-8 and index again")
     return _not_binary(str(best))
+
+
+def streams(path: Path, size: int) -> bool:
+    return size > STREAM_BYTES and path.suffix.lower() in TEXT_EXTENSIONS
+
+
+def stream_text(path: Path, on_bytes: Callable[[bytes], None], block_chars: int = BLOCK_CHARS) -> Iterator[str]:
+    """A large text file's normalised text in blocks of about `block_chars` that end at a paragraph break (else a
+    line break, else a space), so that a sentence is rarely cut; joined, they are the whole text. The encoding is
+    chosen from the first megabyte as `decode_text` would; later bytes that do not fit it become U+FFFD rather
+    than failing a file of hundreds of megabytes. Every raw byte read is passed to `on_bytes` (for hashing)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_DETECT_BYTES)
+            on_bytes(head)
+            decoder = _incremental_decoder(head)
+            pending, carry_cr, first = "", False, True
+            data = head
+            while data:
+                text = decoder.decode(data)
+                data = handle.read(_READ_BYTES)
+                on_bytes(data)
+                if not data:
+                    text += decoder.decode(b"", final=True)
+                if carry_cr:
+                    text = "\r" + text
+                # A CR at the end may be the first half of a CRLF split between two reads.
+                carry_cr = bool(data) and text.endswith("\r")
+                text = text[:-1] if carry_cr else text
+                pending += _not_binary(text) if first else _normalise(text)
+                first = False
+                while len(pending) >= block_chars:
+                    cut = _block_end(pending, block_chars)
+                    yield pending[:cut]
+                    pending = pending[cut:]
+            if pending:
+                yield pending
+    except UnicodeDecodeError as exc:
+        raise UnreadableFileError(f"not valid {exc.encoding} text: save it as UTF-8 and index again") from None
+    except PermissionError:
+        raise UnreadableFileError("no permission to read it: fix its permissions (chmod +r)") from None
+    except FileNotFoundError:
+        raise UnreadableFileError("it disappeared while indexing") from None
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
+
+
+def _incremental_decoder(head: bytes) -> codecs.IncrementalDecoder:
+    for bom, codec in _BOMS:
+        if head.startswith(bom):
+            return codecs.getincrementaldecoder(codec)("strict")
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
+        return codecs.getincrementaldecoder("utf-8")("replace")
+    except UnicodeDecodeError:
+        pass
+    if b"\x00" in head[:8192] and not _looks_utf16(head):
+        raise UnreadableFileError("binary data, not text: convert it to a text format or remove it")
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(head).best()
+    if best is None:
+        raise UnreadableFileError("binary data or an unknown text encoding: save it as UTF-8 and index again")
+    return codecs.getincrementaldecoder(best.encoding)("replace")
+
+
+def _block_end(text: str, limit: int) -> int:
+    for separator in ("\n\n", "\n", " "):
+        cut = text.rfind(separator, limit // 2, limit)
+        if cut > 0:
+            return cut + len(separator)
+    return limit
 
 
 def _not_binary(text: str) -> str:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import bisect
+import functools
+import re
 from dataclasses import asdict, dataclass, field
 
 
@@ -22,7 +24,12 @@ class Document:
         """1-based line of `offset`, counted from the start of its page (PDF) or of the document."""
         page = self.page_at(offset)
         begin = self.page_starts[page - 1] if page else 0
-        return self.text.count("\n", begin, offset) + 1
+        return bisect.bisect_left(self._newlines, offset) - bisect.bisect_left(self._newlines, begin) + 1
+
+    @functools.cached_property
+    def _newlines(self) -> list[int]:
+        # Found once: counting from the start for every chunk is quadratic in a long document.
+        return [m.start() for m in re.finditer("\n", self.text)]
 
 
 @dataclass(frozen=True)

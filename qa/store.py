@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from qa.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError, QAError
+from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from qa.records import Chunk
 
 FORMAT_VERSION = 1
@@ -26,7 +24,7 @@ HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 512
 MANIFEST = "manifest.json"
 # Files of one generation; the manifest names the generation it belongs to, so uncommitted files are garbage.
-_GENERATION_FILE = re.compile(r"^(chunks|vectors|sentences|bm25|dense)\.(\d+)(\.jsonl|\.npy|\.faiss)?$")
+GENERATION_FILE = re.compile(r"^(chunks|terms|vectors|sentences|bm25|dense)\.(\d+)(\.jsonl|\.txt|\.npy|\.faiss)?$")
 
 
 @dataclass(frozen=True)
@@ -119,6 +117,21 @@ def bm25_tokenize(texts: list[str]) -> list[list[str]]:
     return _bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
 
 
+def bm25_from_terms(terms_file: Path, params: dict[str, object]):  # -> bm25s.BM25
+    """BM25 over a generation's stored terms (one line of tokens per chunk): nothing is tokenised again."""
+    vocab: dict[str, int] = {}
+    ids = []
+    with open(terms_file, encoding="utf-8") as lines:
+        for line in lines:
+            # Each token becomes the vocabulary's int: millions of separate strings would take gigabytes.
+            ids.append([vocab.setdefault(token, len(vocab)) for token in line.split()])
+    if not vocab:
+        vocab[""] = 0  # no chunk has a word bm25s keeps (say, only numbers of one digit): still a valid index
+    retriever = _bm25s().BM25(k1=float(params["k1"]), b=float(params["b"]))
+    retriever.index((ids, vocab), show_progress=False)
+    return retriever
+
+
 def read_manifest(path: Path) -> Manifest | None:
     file = path / MANIFEST
     if not file.is_file():
@@ -169,7 +182,9 @@ def _read_generation(path: Path, manifest: Manifest, searchable: bool) -> IndexD
             chunks.append(Chunk(row["id"], row["source"], row["start"], row["end"], row["text"], row["page"],
                                 row["line"], tuple(tuple(s) for s in row["sentences"]), row.get("context", "")))
     try:
-        vectors = np.load(path / f"vectors.{gen}.npy", allow_pickle=False)
+        # Mapped when only copied (by an indexer) or when an HNSW graph holds its own copy for searching.
+        mapped = not searchable or approximate(manifest.chunk_count)
+        vectors = np.load(path / f"vectors.{gen}.npy", allow_pickle=False, mmap_mode="r" if mapped else None)
     except ValueError as exc:
         raise IndexCorruptError(f"vectors of the index at {path} are damaged ({exc}): rebuild with "
                                 f"`qa index --rebuild --index {path}`") from None
@@ -205,134 +220,45 @@ def _load_dense(path: Path, gen: int, vectors: np.ndarray):  # -> faiss.Index
     return dense
 
 
-def build_dense(vectors: np.ndarray, exact_limit: int | None = None):  # -> faiss.Index
+def approximate(rows: int) -> bool:
+    """Whether an index of this many chunks searches an HNSW graph (built and saved at write time)."""
+    return rows > EXACT_SEARCH_LIMIT
+
+
+def build_dense(vectors: np.ndarray | Path, exact_limit: int | None = None):  # -> faiss.Index
     """Exact inner-product search up to `exact_limit` vectors; beyond, an HNSW graph: exact search grows
-    linearly (about 6 ms a question at 100k, 55 ms at 1M on two cores), HNSW stays under a millisecond."""
+    linearly (about 6 ms a question at 100k, 55 ms at 1M on two cores), HNSW stays under a millisecond.
+    `vectors` may be an .npy file, read block by block: the index then holds the only copy in memory."""
     import faiss
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if len(vectors) <= (EXACT_SEARCH_LIMIT if exact_limit is None else exact_limit):
-        dense = faiss.IndexFlatIP(vectors.shape[1])
+    count, dim, blocks = _row_blocks(vectors)
+    if count <= (EXACT_SEARCH_LIMIT if exact_limit is None else exact_limit):
+        dense = faiss.IndexFlatIP(dim)
     else:
-        dense = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        dense = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         dense.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         dense.hnsw.efSearch = HNSW_EF_SEARCH
-    dense.add(vectors)
+        # Room for every vector at once: growing block by block would copy them all at each doubling.
+        storage = faiss.downcast_index(dense.storage)
+        storage.codes.resize(count * storage.code_size)
+        storage.codes.resize(0)
+    for block in blocks:
+        dense.add(np.ascontiguousarray(block, dtype=np.float32))
     return dense
 
 
-def save_text(path: Path, text: str) -> str:
-    """Keep a document's extracted text under its hash (for context and citations); returns the hash."""
-    data = text.encode("utf-8", "surrogatepass")
-    sha = hashlib.sha256(data).hexdigest()
-    target = path / "docs" / f"{sha}.txt"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Not flushed one by one (two fsyncs per file dominated indexing many small files): write_index
-        # flushes everything once before the manifest that refers to these texts is committed.
-        _write_atomic(target, data, sync=False)
-    return sha
+def _row_blocks(vectors: np.ndarray | Path, rows: int = 32_768) -> tuple[int, int, Iterator[np.ndarray]]:
+    if not isinstance(vectors, Path):
+        return len(vectors), vectors.shape[1], (vectors[b : b + rows] for b in range(0, len(vectors), rows))
+    # Plain reads, not a memory map: every mapped page read would count in the process's RSS.
+    handle = open(vectors, "rb")
+    version = np.lib.format.read_magic(handle)
+    (count, dim), _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)(handle)
 
+    def blocks() -> Iterator[np.ndarray]:
+        with handle:
+            for begin in range(0, count, rows):
+                yield np.fromfile(handle, dtype=dtype, count=min(rows, count - begin) * dim).reshape(-1, dim)
 
-def next_generation(path: Path) -> int:
-    """A generation number no file in the folder uses yet, committed or left over from a crash."""
-    used = [int(m.group(2)) for e in path.iterdir() if (m := _GENERATION_FILE.match(e.name))] if path.is_dir() else []
-    try:
-        manifest = read_manifest(path)
-    except QAError:  # a damaged or foreign manifest is being replaced by a rebuild
-        manifest = None
-    return max([0, *used, manifest.generation if manifest else 0]) + 1
-
-
-def write_index(path: Path, manifest: Manifest, chunks: list[Chunk], vectors: np.ndarray,
-                sentence_vectors: np.ndarray | None = None) -> None:
-    """Write a new generation next to the old one, then switch to it by replacing the manifest atomically."""
-    bm25s = _bm25s()
-
-    path.mkdir(parents=True, exist_ok=True)
-    gen = manifest.generation
-    with open(path / f"chunks.{gen}.jsonl", "w", encoding="utf-8") as handle:
-        for c in chunks:
-            handle.write(json.dumps({"id": c.id, "source": c.source, "start": c.start, "end": c.end, "page": c.page,
-                                     "line": c.line, "sentences": c.sentences, "text": c.text,
-                                     "context": c.context}, ensure_ascii=False))
-            handle.write("\n")
-        _sync(handle)
-    with open(path / f"vectors.{gen}.npy", "wb") as handle:
-        np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
-        _sync(handle)
-    if len(vectors) > EXACT_SEARCH_LIMIT:  # built once here, not at every start: it takes minutes at a million
-        import faiss
-
-        faiss.write_index(build_dense(vectors), str(path / f"dense.{gen}.faiss.tmp"))
-        os.replace(path / f"dense.{gen}.faiss.tmp", path / f"dense.{gen}.faiss")
-        _sync_path(path / f"dense.{gen}.faiss")
-    if sentence_vectors is not None:
-        # float16 halves the largest file; a sentence's cosine moves by about 1e-3, far below any score gap we use.
-        with open(path / f"sentences.{gen}.npy", "wb") as handle:
-            np.save(handle, np.ascontiguousarray(sentence_vectors, dtype=np.float16), allow_pickle=False)
-            _sync(handle)
-    bm25_dir = path / f"bm25.{gen}"
-    shutil.rmtree(bm25_dir, ignore_errors=True)
-    retriever = bm25s.BM25(k1=float(manifest.bm25["k1"]), b=float(manifest.bm25["b"]))
-    retriever.index(bm25_tokenize([c.index_text for c in chunks]), show_progress=False)
-    retriever.save(str(bm25_dir))
-    for file in bm25_dir.iterdir():
-        _sync_path(file)
-    _sync_path(bm25_dir)
-    _sync_path(path)
-    os.sync()  # the document texts written by save_text, in one flush
-    _write_atomic(path / MANIFEST, json.dumps(manifest.to_json(), indent=1, ensure_ascii=False).encode())
-    collect_garbage(path, manifest)
-
-
-def collect_garbage(path: Path, manifest: Manifest) -> None:
-    """Delete files of other generations, half-written temporaries and texts no file refers to."""
-    keep_texts = {f"{f.text_sha256}.txt" for f in manifest.files.values()}
-    for entry in path.iterdir():
-        match = _GENERATION_FILE.match(entry.name)
-        if (match and int(match.group(2)) != manifest.generation) or entry.name.endswith(".tmp"):
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
-    docs = path / "docs"
-    if docs.is_dir():
-        for entry in docs.iterdir():
-            if entry.name not in keep_texts:
-                entry.unlink(missing_ok=True)
-
-
-def lock(path: Path, timeout: float = 0.0):  # -> filelock.FileLock, entered
-    """An exclusive lock on the index folder for writers; readers never need it."""
-    from filelock import FileLock, Timeout
-
-    path.mkdir(parents=True, exist_ok=True)
-    handle = FileLock(str(path / ".lock"), timeout=timeout)
-    try:
-        handle.acquire()
-    except Timeout:
-        raise IndexLockedError(f"another `qa index` is writing to {path}: wait for it to finish, "
-                               "or pass --wait SECONDS") from None
-    return handle
-
-
-def _write_atomic(target: Path, data: bytes, sync: bool = True) -> None:
-    temp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        if sync:
-            _sync(handle)
-    os.replace(temp, target)
-    if sync:
-        _sync_path(target.parent)
-
-
-def _sync(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _sync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return count, dim, blocks()

@@ -11,7 +11,8 @@ from conftest import make_mixed_folder
 from qa.config import Settings
 from qa.errors import EmptyCorpusError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
 from qa.indexing import index_paths
-from qa.store import MANIFEST, lock, read_index
+from qa.store import MANIFEST, read_index
+from qa.writer import lock
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_leftovers_of_a_crash_are_ignored_then_removed(tmp_path, folder, fake_em
     new_gen = json.loads((s.index_dir / MANIFEST).read_text())["generation"]
     assert new_gen > gen + 1
     assert names == sorted([".lock", "bm25.%d" % new_gen, "chunks.%d.jsonl" % new_gen, "docs", MANIFEST,
-                            "sentences.%d.npy" % new_gen, "vectors.%d.npy" % new_gen])
+                            "sentences.%d.npy" % new_gen, "terms.%d.txt" % new_gen, "vectors.%d.npy" % new_gen])
 
 
 def test_corrupt_manifest_message(tmp_path, folder, fake_embedder):
