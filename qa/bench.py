@@ -22,7 +22,7 @@ from qa.evaluation import Dataset, load_beir, write_corpus
 from qa.indexing import index_paths
 from qa.records import Chunk
 from qa.retrieval import Searcher
-from qa.store import EXACT_SEARCH_LIMIT, IndexData, bm25_tokenize, build_dense, read_index
+from qa.store import IndexData, approximate, bm25_tokenize, build_dense, read_index
 
 Progress = Callable[[str], None]
 DEFAULT_DATA = PROJECT_DIR.parent / "shared" / "eval" / "scifact"
@@ -141,7 +141,7 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
         _, found = data.dense.search(queries, 10)
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
         out.append({"chunks": size, "vectors": "real" if size <= len(base.chunks) else "synthetic",
-                    "dense_index": "exact" if size <= EXACT_SEARCH_LIMIT else "hnsw", "build_s": round(build, 1),
+                    "dense_index": "hnsw" if approximate(size) else "exact", "build_s": round(build, 1),
                     "p50_ms": round(statistics.median(latencies), 2),
                     "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
                     "recall_at_10_vs_exact": round(recall, 4)})

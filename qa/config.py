@@ -63,6 +63,10 @@ class Settings:
     # Weight of the idf-weighted share of question terms a sentence contains, added to its cosine (0 was best on
     # train: 0.7414 against 0.7384 at 0.5).
     sentence_terms_weight: float = 0.0
+    # Pseudo-relevance feedback: the question's vector plus this weight times the mean of the best
+    # `feedback_depth` candidates' vectors rescores the candidates (0 turns it off).
+    feedback_weight: float = 0.0
+    feedback_depth: int = 3
     sentence_cache_chunks: int = 4096
     max_question_chars: int = 2000
     bm25_k1: float = 1.2

@@ -192,7 +192,10 @@ class _Embedding:
     def __init__(self, load: Callable[[], Embedder], writer: GenerationWriter,
                  progress: Callable[[int, int], None] | None) -> None:
         self._load, self._writer, self._progress = load, writer, progress
-        self._queue: queue.Queue[list[Chunk] | Mark | None] = queue.Queue(maxsize=4)  # bounds what waits
+        # Whole batches are queued, at most two ahead: the model never waits for the reader to fill one, and
+        # memory holds three batches at most, whatever the size of the files.
+        self._queue: queue.Queue[list[Chunk] | Mark | None] = queue.Queue(maxsize=2)
+        self._pending: list[Chunk] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.embedder: Embedder | None = None
@@ -200,55 +203,57 @@ class _Embedding:
         self.queued = self.done = 0
 
     def add(self, chunks: list[Chunk]) -> None:
+        self._pending.extend(chunks)
+        self.queued += len(chunks)
+        while len(self._pending) >= self.BATCH:
+            self._put(self._pending[: self.BATCH])
+            self._pending = self._pending[self.BATCH :]
+
+    def _put(self, item: list[Chunk] | Mark | None) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="qa-embed", daemon=True)
             self._thread.start()
-        self.queued += len(chunks)
-        self._queue.put(chunks)
+        self._queue.put(item)
 
     def truncate(self, mark: Mark) -> None:
-        """Drop the rows from `mark` on, queued or already written (a file that failed midway)."""
-        if self._thread is not None:
-            self.queued = mark.rows
-            self._queue.put(mark)
+        """Drop the rows from `mark` on, whether still pending here, queued or already written."""
+        pending_from = self.queued - len(self._pending)
+        if mark.rows >= pending_from:
+            self._pending = self._pending[: mark.rows - pending_from]
+        else:
+            self._pending = []
+            self._put(mark)  # after the batches queued before it: the thread truncates what they wrote
+        self.queued = mark.rows
 
     def _run(self) -> None:
-        batch: list[Chunk] = []
         while True:
             item = self._queue.get()
-            if self._error is not None:
-                if item is None:
-                    return
-                continue  # drain, so that the reader never blocks on a full queue
-            if isinstance(item, Mark):
-                written = self._writer.vector_rows
-                if item.rows >= written:
-                    batch = batch[: item.rows - written]
-                else:
-                    batch = []
-                    self._writer.truncate_vectors(item)
-                self.done = min(self.done, item.rows)
-                continue
-            batch.extend(item or [])
-            if batch and (item is None or len(batch) >= self.BATCH):
-                try:
-                    began = time.perf_counter()
-                    self.embedder = self.embedder or self._load()
-                    vectors, sentences = self.embedder.encode_spans([c.index_text for c in batch],
-                                                                    [_sentence_spans(c) for c in batch])
-                    self.seconds += time.perf_counter() - began
-                    self._writer.add_vectors(vectors, sentences)
-                    self.done += len(batch)
-                    if self._progress:
-                        self._progress(self.done, self.queued)
-                except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread by finish)
-                    self._error = exc
-                batch = []
             if item is None:
                 return
+            if self._error is not None:
+                continue  # drain, so that the reader never blocks on a full queue
+            if isinstance(item, Mark):
+                self._writer.truncate_vectors(item)
+                self.done = min(self.done, item.rows)
+                continue
+            try:
+                began = time.perf_counter()
+                self.embedder = self.embedder or self._load()
+                vectors, sentences = self.embedder.encode_spans([c.index_text for c in item],
+                                                                [_sentence_spans(c) for c in item])
+                self.seconds += time.perf_counter() - began
+                self._writer.add_vectors(vectors, sentences)
+                self.done += len(item)
+                if self._progress:
+                    self._progress(self.done, self.queued)
+            except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread by finish)
+                self._error = exc
 
     def finish(self) -> None:
         """Wait until every chunk added has its vectors written."""
+        if self._pending:
+            self._put(self._pending)
+            self._pending = []
         self.close()
         if self._error is not None:
             raise self._error

@@ -113,12 +113,20 @@ class Searcher:
         if mode == "hybrid" and top_keyword > 0:
             candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
         rows = np.fromiter(candidates, dtype=np.int64)
-        dense = self.data.vectors[rows] @ query
+        vectors = np.asarray(self.data.vectors[rows], dtype=np.float32)
+        dense = cosines = vectors @ query
         fused = _fuse(dense, keyword[rows], top_keyword, s.alpha, s.fusion) if mode == "hybrid" else dense
+        if s.feedback_weight > 0 and len(rows) > s.feedback_depth:
+            # Pseudo-relevance feedback: the question moved towards its best candidates' vectors, then the
+            # candidates scored again (the sentence scores and the cut-off still use the question itself).
+            top = np.argpartition(-fused, s.feedback_depth)[: s.feedback_depth]
+            moved = query + s.feedback_weight * vectors[top].mean(axis=0)
+            dense = vectors @ (moved / np.linalg.norm(moved))
+            fused = _fuse(dense, keyword[rows], top_keyword, s.alpha, s.fusion) if mode == "hybrid" else dense
         # The few best chunks are re-scored with their best sentence: a chunk that holds the one sentence
         # answering the question beats a chunk that is only broadly on topic.
         order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
-        picked = [(int(rows[i]), float(fused[i]), float(dense[i])) for i in order]
+        picked = [(int(rows[i]), float(fused[i]), float(cosines[i])) for i in order]
         head = picked[:rerank]
         sentence_scores = self._sentence_scores(query, set(term_ids), [r for r, _, _ in head])
         hits = []
