@@ -37,7 +37,9 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: _env_path(
         "QA_CACHE_DIR", _env_path("XDG_CACHE_HOME", Path.home() / ".cache") / "docqa"))
     # Chunk size and overlap in model tokens; 256 is the model's max sequence length (incl. 2 special tokens).
-    chunk_tokens: int = 128
+    # 160/32 was best on SciFact train (scripts/tune_chunks.py): nDCG@10 0.7472, against 0.7414 at 128/32,
+    # 0.7412 at 192/48 and 0.7315 at 96/24.
+    chunk_tokens: int = 160
     overlap_tokens: int = 32
     # Give every chunk its document's title (first line) as context for the model and BM25. On: on SciFact train
     # it scored nDCG@10 0.7373 against 0.7336 without (scripts/tune_scifact.py, OpenVINO int8, sentence vectors
@@ -50,9 +52,10 @@ class Settings:
     # This and the two sentence weights below were tuned on SciFact *train* (scripts/tune_scifact.py).
     alpha: float = 0.7
     # Abstain when the best sentence's cosine with the question is below this. Measured, not guessed:
-    # `qa calibrate tests/data/seed_questions.json --unrelated ../shared/eval/scifact` put it at 0.28
-    # (answerable min 0.339; off-topic max 0.186; SciFact test queries asked of the article max 0.229).
-    min_relevance: float = 0.28
+    # `qa calibrate tests/data/seed_questions.json --unrelated ../shared/eval/scifact` put it at 0.273 with
+    # 160-token chunks (answerable min 0.307; off-topic max 0.177; SciFact test queries asked of the article
+    # max 0.238).
+    min_relevance: float = 0.273
     candidates: int = 100
     # Chunks re-scored by their best sentence beyond the k returned, and that sentence's weight in the score.
     rerank_extra: int = 3
@@ -67,6 +70,8 @@ class Settings:
     # `feedback_depth` candidates' vectors rescores the candidates (0 turns it off).
     feedback_weight: float = 0.0
     feedback_depth: int = 3
+    # Weight of the mean score of a chunk's document's other candidates, added to the chunk's (0 turns it off).
+    document_weight: float = 0.0
     sentence_cache_chunks: int = 4096
     max_question_chars: int = 2000
     bm25_k1: float = 1.2

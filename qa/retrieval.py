@@ -80,6 +80,7 @@ class Searcher:
         # Sentence vectors of recently shown chunks: popular passages are not embedded again for every question.
         self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._document_ids: np.ndarray | None = None
 
     def search(self, question: str, k: int | None = None, mode: str | None = None,
                rerank: int | None = None) -> SearchResult:
@@ -123,6 +124,12 @@ class Searcher:
             moved = query + s.feedback_weight * vectors[top].mean(axis=0)
             dense = vectors @ (moved / np.linalg.norm(moved))
             fused = _fuse(dense, keyword[rows], top_keyword, s.alpha, s.fusion) if mode == "hybrid" else dense
+        if s.document_weight > 0 and len(rows) > 1:
+            # Evidence from the rest of the document: each chunk gains the mean score of its document's other
+            # candidates, so a passage from a document that matches throughout ranks above a lone match.
+            _, inverse, counts = np.unique(self._documents()[rows], return_inverse=True, return_counts=True)
+            others = (np.bincount(inverse, weights=fused)[inverse] - fused) / np.maximum(counts[inverse] - 1, 1)
+            fused = fused + s.document_weight * np.where(counts[inverse] > 1, others, 0.0)
         # The few best chunks are re-scored with their best sentence: a chunk that holds the one sentence
         # answering the question beats a chunk that is only broadly on topic.
         order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
@@ -142,6 +149,14 @@ class Searcher:
         if relevance < s.min_relevance:
             return SearchResult(question, mode, (), relevance, True)
         return SearchResult(question, mode, tuple(hits), relevance, False)
+
+    def _documents(self) -> np.ndarray:
+        """Each row's document as a number (made on first use: only the document weight needs it)."""
+        if self._document_ids is None:
+            numbers: dict[str, int] = {}
+            self._document_ids = np.fromiter((numbers.setdefault(c.source, len(numbers)) for c in self.data.chunks),
+                                             dtype=np.int64, count=len(self.data.chunks))
+        return self._document_ids
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.embedder is None:

@@ -16,12 +16,14 @@ from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from qa.records import Chunk
 
 FORMAT_VERSION = 1
-# Dense search: exact below this many chunks, HNSW above (recall@10 against exact: `qa bench`; efSearch 512
-# gave 0.998 at 100k and 0.949 at 1M, 256 gave 0.994 and 0.935).
+# Dense search: exact below this many chunks, HNSW above (recall@10 against exact and latency: `qa bench`).
+# M 48: on SciFact-based synthetic vectors at 1M (scripts/hnsw_params.py) it raised recall from 0.981 (M 32) to
+# 0.995 for +0.8 ms a search and half again the build time. efSearch grows with the size: 256 keeps retrieve()
+# under 5 ms at 100k (3.8 ms against 5.2 ms at 512), 512 keeps recall@10 at 1M at 0.988.
 EXACT_SEARCH_LIMIT = 50_000
-HNSW_M = 32
+HNSW_M = 48
 HNSW_EF_CONSTRUCTION = 64
-HNSW_EF_SEARCH = 512
+HNSW_EF_SEARCH = ((250_000, 256), (None, 512))  # (up to this many chunks, efSearch)
 MANIFEST = "manifest.json"
 # Files of one generation; the manifest names the generation it belongs to, so uncommitted files are garbage.
 GENERATION_FILE = re.compile(r"^(chunks|terms|vectors|sentences|bm25|dense)\.(\d+)(\.jsonl|\.txt|\.npy|\.faiss)?$")
@@ -216,13 +218,18 @@ def _load_dense(path: Path, gen: int, vectors: np.ndarray):  # -> faiss.Index
     dense = faiss.read_index(str(dense_file))
     if dense.ntotal != len(vectors):
         raise IndexCorruptError(f"the index at {path} is inconsistent: rebuild with `qa index --rebuild --index {path}`")
-    faiss.ParameterSpace().set_index_parameter(dense, "efSearch", HNSW_EF_SEARCH)
+    faiss.ParameterSpace().set_index_parameter(dense, "efSearch", ef_search(dense.ntotal))
     return dense
 
 
 def approximate(rows: int) -> bool:
     """Whether an index of this many chunks searches an HNSW graph (built and saved at write time)."""
     return rows > EXACT_SEARCH_LIMIT
+
+
+def ef_search(rows: int) -> int:
+    """How many graph nodes an HNSW search visits: more for larger indexes, where recall would drop."""
+    return next(ef for limit, ef in HNSW_EF_SEARCH if limit is None or rows <= limit)
 
 
 def build_dense(vectors: np.ndarray | Path, exact_limit: int | None = None):  # -> faiss.Index
@@ -237,7 +244,7 @@ def build_dense(vectors: np.ndarray | Path, exact_limit: int | None = None):  # 
     else:
         dense = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         dense.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        dense.hnsw.efSearch = HNSW_EF_SEARCH
+        dense.hnsw.efSearch = ef_search(count)
         # Room for every vector at once: growing block by block would copy them all at each doubling.
         storage = faiss.downcast_index(dense.storage)
         storage.codes.resize(count * storage.code_size)

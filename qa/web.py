@@ -13,7 +13,7 @@ import gradio as gr  # noqa: E402
 from qa.api import Retriever, build_index  # noqa: E402
 from qa.chat import ask, remove_document, render_question, render_turn, save_upload  # noqa: E402
 from qa.config import MODES, Settings  # noqa: E402
-from qa.errors import QAError  # noqa: E402
+from qa.errors import IndexMismatchError, QAError  # noqa: E402
 from qa.loaders import SUPPORTED_EXTENSIONS  # noqa: E402
 
 MAX_UPLOAD_MB = 50
@@ -138,11 +138,20 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
     return demo
 
 
+def prepare_index(settings: Settings, progress=None) -> None:
+    """Bring the index in line with the corpus folder. The index only mirrors that folder, so one made with
+    other settings (an upgrade that changed the chunk size, another backend) is rebuilt from it, not refused."""
+    try:
+        build_index([settings.corpus_dir], settings=settings, progress=progress, wait=120)
+    except IndexMismatchError:
+        build_index([settings.corpus_dir], settings=settings, progress=progress, wait=120, rebuild=True)
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, *,
           progress: Callable[[str, int, int], None] | None = None,
           auth: list[tuple[str, str]] | None = None, block: bool = True) -> tuple[gr.Blocks, str]:
     """Bring the index up to date with the corpus folder, then serve the chat. Returns (app, local URL)."""
-    build_index([settings.corpus_dir], settings=settings, progress=progress, wait=120)
+    prepare_index(settings, progress)
     retriever = Retriever(settings.index_dir, settings=settings)
     demo = build_app(retriever, settings)
     demo.queue(default_concurrency_limit=8)

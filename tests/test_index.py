@@ -179,3 +179,17 @@ def test_manifest_from_before_bm25_had_its_own_entry_still_loads(tmp_path, folde
     assert read_index(s.index_dir).manifest.bm25 == {"k1": 1.2, "b": 0.75}
     fake_embedder.calls.clear()
     assert not index_paths([folder], s, embedder=fake_embedder).wrote and fake_embedder.calls == []
+
+
+def test_the_web_chat_rebuilds_an_index_made_with_other_settings(tmp_path, settings):
+    from qa.web import prepare_index
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("The ferry to Tromso leaves at nine. It returns at noon.", encoding="utf-8")
+    s = settings.with_(index_dir=tmp_path / "idx", corpus_dir=corpus)
+    prepare_index(s.with_(chunk_tokens=64, overlap_tokens=8))  # as an older version would have built it
+    with pytest.raises(IndexMismatchError):
+        index_paths([corpus], s)
+    prepare_index(s)
+    assert read_index(s.index_dir).manifest.settings["chunk_tokens"] == s.chunk_tokens

@@ -137,8 +137,8 @@ def test_a_100_mb_text_file_is_indexed_with_bounded_memory():
     assert done.returncode == 0, done.stderr + done.stdout
     result = json.loads(done.stdout.splitlines()[-1])
     print(result)
-    assert result["chunks"] > 300_000
+    assert result["chunks"] > 250_000
     assert result["needle_found"] and result["needle_offset_and_line_exact"] and result["stored_text_matches"]
-    # Measured 927 MiB, against an index of 3 GiB on disk: the text, chunks and vectors stream through; what
-    # stays is the HNSW graph with its vectors (~1.7 KB a chunk) while it is built, then BM25's build.
+    # Measured 833 MiB, against an index of 2.6 GiB on disk: the text, chunks and vectors stream through; what
+    # stays is the HNSW graph with its vectors (~1.9 KB a chunk) while it is built, then BM25's build.
     assert result["peak_rss_mib"] < 1280
