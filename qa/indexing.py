@@ -14,7 +14,7 @@ from qa.chunking import Chunker
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import EmptyCorpusError, UnreadableFileError
-from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, load, stream_text, streams
+from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, load, reading, stream_text, streams
 from qa.records import Chunk, FileFailure, IndexReport
 from qa.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
 from qa.writer import GenerationWriter, Mark, TextFile, lock, save_text
@@ -265,12 +265,8 @@ class _Embedding:
 
 
 def _size(file: SourceFile, limit: int) -> int:
-    try:
+    with reading():
         size = file.path.stat().st_size
-    except FileNotFoundError:
-        raise UnreadableFileError("it disappeared while indexing") from None
-    except OSError as exc:
-        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
     if size > limit:
         raise UnreadableFileError(f"too large ({size / 2**20:.0f} MiB > {limit / 2**20:.0f} MiB): split it "
                                   "or raise QA_MAX_FILE_MB")
@@ -279,26 +275,12 @@ def _size(file: SourceFile, limit: int) -> int:
 
 def _hash_file(file: SourceFile) -> str:
     digest = hashlib.sha256()
-    try:
-        with open(file.path, "rb") as handle:
-            while block := handle.read(2**20):
-                digest.update(block)
-    except PermissionError:
-        raise UnreadableFileError("no permission to read it: fix its permissions (chmod +r)") from None
-    except OSError as exc:
-        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
+    with reading(), open(file.path, "rb") as handle:
+        while block := handle.read(2**20):
+            digest.update(block)
     return digest.hexdigest()
 
 
 def _read_bytes(file: SourceFile, limit: int) -> bytes:
-    try:
-        with open(file.path, "rb") as handle:
-            return handle.read(limit + 1)
-    except PermissionError:
-        raise UnreadableFileError("no permission to read it: fix its permissions (chmod +r)") from None
-    except FileNotFoundError:
-        raise UnreadableFileError("it disappeared while indexing") from None
-    except IsADirectoryError:
-        raise UnreadableFileError("is a folder") from None
-    except OSError as exc:
-        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
+    with reading(), open(file.path, "rb") as handle:
+        return handle.read(limit + 1)

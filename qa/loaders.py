@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import os
 import re
@@ -120,6 +121,11 @@ def decode_text(data: bytes) -> str:
         return _not_binary(data.decode("utf-8"))
     except UnicodeDecodeError:
         pass
+    return _not_binary(str(_legacy_encoding(data)))
+
+
+def _legacy_encoding(data: bytes):  # -> charset_normalizer.CharsetMatch
+    """The detector's best guess for bytes that have no BOM and are not UTF-8 (all of them, or a file's start)."""
     if b"\x00" in data[:8192] and not _looks_utf16(data):
         raise UnreadableFileError("binary data, not text: convert it to a text format or remove it")
     from charset_normalizer import from_bytes
@@ -127,7 +133,22 @@ def decode_text(data: bytes) -> str:
     best = from_bytes(data).best()
     if best is None:
         raise UnreadableFileError("binary data or an unknown text encoding: save it as UTF-8 and index again")
-    return _not_binary(str(best))
+    return best
+
+
+@contextlib.contextmanager
+def reading() -> Iterator[None]:
+    """Turns the ways reading a file fails into UnreadableFileError, each saying what happened."""
+    try:
+        yield
+    except PermissionError:
+        raise UnreadableFileError("no permission to read it: fix its permissions (chmod +r)") from None
+    except FileNotFoundError:
+        raise UnreadableFileError("it disappeared while indexing") from None
+    except IsADirectoryError:
+        raise UnreadableFileError("is a folder") from None
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
 
 
 def streams(path: Path, size: int) -> bool:
@@ -139,8 +160,8 @@ def stream_text(path: Path, on_bytes: Callable[[bytes], None], block_chars: int 
     line break, else a space), so that a sentence is rarely cut; joined, they are the whole text. The encoding is
     chosen from the first megabyte as `decode_text` would; later bytes that do not fit it become U+FFFD rather
     than failing a file of hundreds of megabytes. Every raw byte read is passed to `on_bytes` (for hashing)."""
-    try:
-        with open(path, "rb") as handle:
+    with reading(), open(path, "rb") as handle:
+        try:
             head = handle.read(_DETECT_BYTES)
             on_bytes(head)
             decoder = _incremental_decoder(head)
@@ -165,14 +186,8 @@ def stream_text(path: Path, on_bytes: Callable[[bytes], None], block_chars: int 
                     pending = pending[cut:]
             if pending:
                 yield pending
-    except UnicodeDecodeError as exc:
-        raise UnreadableFileError(f"not valid {exc.encoding} text: save it as UTF-8 and index again") from None
-    except PermissionError:
-        raise UnreadableFileError("no permission to read it: fix its permissions (chmod +r)") from None
-    except FileNotFoundError:
-        raise UnreadableFileError("it disappeared while indexing") from None
-    except OSError as exc:
-        raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UnreadableFileError(f"not valid {exc.encoding} text: save it as UTF-8 and index again") from None
 
 
 def _incremental_decoder(head: bytes) -> codecs.IncrementalDecoder:
@@ -184,14 +199,7 @@ def _incremental_decoder(head: bytes) -> codecs.IncrementalDecoder:
         return codecs.getincrementaldecoder("utf-8")("replace")
     except UnicodeDecodeError:
         pass
-    if b"\x00" in head[:8192] and not _looks_utf16(head):
-        raise UnreadableFileError("binary data, not text: convert it to a text format or remove it")
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(head).best()
-    if best is None:
-        raise UnreadableFileError("binary data or an unknown text encoding: save it as UTF-8 and index again")
-    return codecs.getincrementaldecoder(best.encoding)("replace")
+    return codecs.getincrementaldecoder(_legacy_encoding(head).encoding)("replace")
 
 
 def _block_end(text: str, limit: int) -> int:

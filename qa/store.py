@@ -1,4 +1,4 @@
-"""Store stage: the on-disk index (manifest, chunk table, vectors, BM25, document texts); atomic, versioned writes."""
+"""Store stage, reading side: the on-disk index (manifest, chunk table, vectors, BM25, texts); see writer.py."""
 from __future__ import annotations
 
 import functools
