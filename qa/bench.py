@@ -94,18 +94,25 @@ def ingest(dataset: Dataset, work: Path, settings: Settings, files: int, say: Pr
     }
 
 
-def _synthetic(base: IndexData, size: int, seed: int = 0) -> IndexData:
-    """`size` rows: the real ones first, then mixtures of two real vectors plus noise (the same kind of text,
-    not copies: an approximate index must tell near neighbours apart). Texts and BM25 repeat the real ones."""
-    n = len(base.chunks)
+def synthetic_vectors(real: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """`size` unit rows: the real ones first, then mixtures of two real vectors plus noise (the same kind of
+    text, not copies: an approximate index must tell near neighbours apart)."""
+    n = len(real)
     rng = np.random.default_rng(seed)
-    vectors = np.empty((size, base.vectors.shape[1]), dtype=np.float32)
-    vectors[: min(n, size)] = base.vectors[:size]
+    vectors = np.empty((size, real.shape[1]), dtype=np.float32)
+    vectors[: min(n, size)] = real[:size]
     for begin in range(n, size, 100_000):
         rows = min(100_000, size - begin)
-        mix = 0.6 * base.vectors[rng.integers(0, n, rows)] + 0.4 * base.vectors[rng.integers(0, n, rows)]
+        mix = 0.6 * real[rng.integers(0, n, rows)] + 0.4 * real[rng.integers(0, n, rows)]
         mix += rng.normal(0, 0.03, mix.shape).astype(np.float32)
         vectors[begin : begin + rows] = mix / np.linalg.norm(mix, axis=1, keepdims=True)
+    return vectors
+
+
+def _synthetic(base: IndexData, size: int) -> IndexData:
+    """`size` rows (see synthetic_vectors); texts and BM25 repeat the real ones."""
+    n = len(base.chunks)
+    vectors = synthetic_vectors(base.vectors, size)
     tokens = bm25_tokenize([c.index_text for c in base.chunks])
     from qa.store import _bm25s
 

@@ -118,8 +118,11 @@ def prepare(folder: Path, dataset: Dataset, settings: Settings, max_docs: int | 
 
 
 def score(retriever: Retriever, dataset: Dataset, mode: str, cutoff: float, depth: int = 300,
-          rerank: int = 8, progress: Callable[[str, int, int], None] | None = None) -> dict[str, object]:
-    """The metrics over every judged query, with latency and what the abstention cut-off would refuse."""
+          rerank: int | None = None, progress: Callable[[str, int, int], None] | None = None) -> dict[str, object]:
+    """The metrics over every judged query, with latency and what the abstention cut-off would refuse. `rerank`
+    defaults to what `qa ask` re-scores (k + rerank_extra of the searcher's settings), not to `depth`."""
+    settings = retriever.searcher.settings
+    rerank = settings.k + settings.rerank_extra if rerank is None else rerank
     scores: dict[str, list[float]] = {"ndcg@10": [], "recall@10": [], "recall@100": [], "mrr@10": []}
     latencies, refused = [], 0
     for number, (qid, judged) in enumerate(dataset.qrels.items(), 1):
@@ -146,7 +149,6 @@ def evaluate(folder: Path, settings: Settings, *, split: str = "test", mode: str
              progress: Callable[[str, int, int], None] | None = None, cache: Path = CACHE_DIR) -> dict[str, object]:
     dataset = load_beir(folder, split, max_queries, max_docs)
     mode = mode or settings.mode
-    rerank = settings.k + settings.rerank_extra if rerank is None else rerank
     retriever, info = prepare(folder, dataset, settings, max_docs, cache, progress)
     result = score(retriever, dataset, mode, settings.min_relevance, depth, rerank, progress)
     return {"dataset": folder.name, "split": split, "mode": mode, "queries": len(dataset.qrels),

@@ -33,12 +33,6 @@ def model_info(settings: Settings, embedder: Embedder | None = None, recorded: M
     return {"name": settings.model_name, "backend": backend}
 
 
-def _sentence_spans(chunk: Chunk) -> list[tuple[int, int]]:
-    """The chunk's sentences in the coordinates of the text the model sees (its context comes first)."""
-    shift = (len(chunk.context) + 1 if chunk.context else 0) - chunk.start
-    return [(begin + shift, end + shift) for begin, end in chunk.sentences]
-
-
 def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | None = None,
                 progress: IndexProgress | None = None, rebuild: bool = False, wait: float = 0.0) -> IndexReport:
     """Index `paths` (files or folders) into `settings.index_dir`. The index then holds exactly these files."""
@@ -240,7 +234,7 @@ class _Embedding:
                 began = time.perf_counter()
                 self.embedder = self.embedder or self._load()
                 vectors, sentences = self.embedder.encode_spans([c.index_text for c in item],
-                                                                [_sentence_spans(c) for c in item])
+                                                                [c.index_sentences for c in item])
                 self.seconds += time.perf_counter() - began
                 self._writer.add_vectors(vectors, sentences)
                 self.done += len(item)

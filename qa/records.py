@@ -53,6 +53,12 @@ class Chunk:
         return f"{self.context}\n{self.text}" if self.context else self.text
 
     @property
+    def index_sentences(self) -> list[tuple[int, int]]:
+        """The sentences' spans within `index_text` (the context comes first), where the model sees them."""
+        shift = (len(self.context) + 1 if self.context else 0) - self.start
+        return [(begin + shift, end + shift) for begin, end in self.sentences]
+
+    @property
     def sentence_texts(self) -> list[str]:
         return [self.text[s - self.start : e - self.start] for s, e in self.sentences]
 

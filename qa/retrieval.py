@@ -109,11 +109,7 @@ class Searcher:
             return SearchResult(question, mode, tuple(hits), top_keyword, not hits)
 
         query = self._encode([question])[0]
-        scores, ids = self.data.dense.search(query[None, :], pool)
-        candidates = {int(i) for i in ids[0] if i >= 0}
-        if mode == "hybrid" and top_keyword > 0:
-            candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
-        rows = np.fromiter(candidates, dtype=np.int64)
+        rows = self._candidates(query, pool, keyword if mode == "hybrid" and top_keyword > 0 else None)
         vectors = np.asarray(self.data.vectors[rows], dtype=np.float32)
         dense = cosines = vectors @ query
         fused = _fuse(dense, keyword[rows], top_keyword, s.alpha, s.fusion) if mode == "hybrid" else dense
@@ -149,6 +145,15 @@ class Searcher:
         if relevance < s.min_relevance:
             return SearchResult(question, mode, (), relevance, True)
         return SearchResult(question, mode, tuple(hits), relevance, False)
+
+    def _candidates(self, query: np.ndarray, pool: int, keyword: np.ndarray | None) -> np.ndarray:
+        """Rows to score: the `pool` nearest chunks, and (given BM25 scores, some above 0) the `pool` best
+        keyword matches."""
+        _, ids = self.data.dense.search(query[None, :], pool)
+        candidates = {int(i) for i in ids[0] if i >= 0}
+        if keyword is not None:
+            candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
+        return np.fromiter(candidates, dtype=np.int64)
 
     def _documents(self) -> np.ndarray:
         """Each row's document as a number (made on first use: only the document weight needs it)."""

@@ -51,16 +51,16 @@ def features(folder: Path, split: str) -> list[tuple[np.ndarray, np.ndarray, int
     retriever, _ = prepare(folder, dataset, base, None, CACHE_DIR)
     searcher, data = retriever.searcher, retriever.searcher.data
     chunks = data.chunks
-    numbers: dict[str, int] = {}
-    doc_of = np.fromiter((numbers.setdefault(c.source, len(numbers)) for c in chunks), np.int64, len(chunks))
-    names = [name[: -len(".txt")] for name in numbers]
+    doc_of = searcher._documents()  # each row's document as a number, the sources in order of first row
+    sources = list(dict.fromkeys(c.source for c in chunks))
+    names = [source[: -len(".txt")] for source in sources]
     vectors = np.asarray(data.vectors, dtype=np.float32)
-    means = np.zeros((len(numbers), vectors.shape[1]), np.float32)
+    means = np.zeros((len(sources), vectors.shape[1]), np.float32)
     np.add.at(means, doc_of, vectors)
     means /= np.linalg.norm(means, axis=1, keepdims=True)
     doc_bm25 = _bm25s().BM25(k1=base.bm25_k1, b=base.bm25_b)
     doc_bm25.index(bm25_tokenize([(retriever.settings.corpus_dir / n).read_text(encoding="utf-8")
-                                  for n in numbers]), show_progress=False)
+                                  for n in sources]), show_progress=False)
     tokens = bm25_tokenize([c.index_text for c in chunks])
     chunk_terms = [{searcher._vocab[t] for t in toks if t in searcher._vocab} for toks in tokens]
     chunk_pairs = [set(zip(toks, toks[1:])) for toks in tokens]
@@ -71,12 +71,7 @@ def features(folder: Path, split: str) -> list[tuple[np.ndarray, np.ndarray, int
         term_ids = [searcher._vocab[t] for t in terms if t in searcher._vocab]
         keyword = searcher._bm25_scores(term_ids)
         query = searcher.embedder.encode([question])[0]
-        _, ids = data.dense.search(query[None, :], base.candidates)
-        rows = {int(i) for i in ids[0] if i >= 0}
-        if keyword.max() > 0:
-            rows.update(int(i) for i in np.argpartition(-keyword, base.candidates - 1)[: base.candidates]
-                        if keyword[i] > 0)
-        rows = np.array(sorted(rows))
+        rows = np.sort(searcher._candidates(query, base.candidates, keyword if keyword.max() > 0 else None))
         doc_ids = [doc_bm25.vocab_dict[t] for t in terms if t in doc_bm25.vocab_dict]
         doc_kw = np.asarray(doc_bm25.get_scores_from_ids(doc_ids), np.float32) if doc_ids else np.zeros(len(names))
         sentences = [np.asarray(data.chunk_sentence_vectors(int(r)), np.float32) @ query for r in rows]

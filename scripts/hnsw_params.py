@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 import faiss  # noqa: E402
 
 from qa.api import shared_embedder  # noqa: E402
+from qa.bench import synthetic_vectors  # noqa: E402
 from qa.config import Settings  # noqa: E402
 from qa.evaluation import load_beir  # noqa: E402
 from qa.store import read_index  # noqa: E402
@@ -32,15 +33,7 @@ def main() -> None:
     base = read_index(Path(sys.argv[1]), searchable=False)
     folder = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT.parent / "shared" / "eval" / "scifact"
     real = np.asarray(base.vectors)
-    n = len(real)
-    rng = np.random.default_rng(0)
-    vectors = np.empty((SIZE, real.shape[1]), dtype=np.float32)
-    vectors[:n] = real
-    for begin in range(n, SIZE, 100_000):
-        rows = min(100_000, SIZE - begin)
-        mix = 0.6 * real[rng.integers(0, n, rows)] + 0.4 * real[rng.integers(0, n, rows)]
-        mix += rng.normal(0, 0.03, mix.shape).astype(np.float32)
-        vectors[begin : begin + rows] = mix / np.linalg.norm(mix, axis=1, keepdims=True)
+    vectors = synthetic_vectors(real, SIZE)
     questions = list(load_beir(folder, "test").queries.values())
     queries = shared_embedder(Settings(), str(base.manifest.model.get("backend"))).encode(questions)
     exact = faiss.IndexFlatIP(real.shape[1])

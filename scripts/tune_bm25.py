@@ -33,7 +33,7 @@ def main() -> None:
         build_index([settings.corpus_dir], settings=settings)
         retriever = Retriever(settings.index_dir, settings=settings)
         retriever.searcher._sentence_cache = cache
-        m = score(retriever, dataset, "hybrid", base.min_relevance, rerank=base.k + base.rerank_extra)
+        m = score(retriever, dataset, "hybrid", base.min_relevance)
         lines.append({**dict(zip(GRID, values)), "ndcg@10": m["ndcg@10"], "recall@100": m["recall@100"]})
         print(json.dumps(lines[-1]), flush=True)
     print("best on train:", json.dumps(max(lines[:-1], key=lambda r: r["ndcg@10"])))

@@ -26,7 +26,7 @@ def main() -> None:
         size, overlap = map(int, pair.split("/"))
         settings = Settings().with_(chunk_tokens=size, overlap_tokens=overlap)
         retriever, info = prepare(folder, dataset, settings, None, CACHE_DIR)
-        metrics = score(retriever, dataset, "hybrid", settings.min_relevance, rerank=settings.k + settings.rerank_extra)
+        metrics = score(retriever, dataset, "hybrid", settings.min_relevance)
         print(json.dumps({"chunk_tokens": size, "overlap_tokens": overlap, "chunks": info["chunks"],
                           "ndcg@10": metrics["ndcg@10"], "recall@100": metrics["recall@100"]}), flush=True)
 

@@ -27,7 +27,7 @@ def main() -> None:
     for fusion, alpha in TRIALS:
         retriever.searcher.settings = retriever.settings.with_(sentence_cache_chunks=200_000, fusion=fusion,
                                                                alpha=alpha)
-        m = score(retriever, dataset, "hybrid", base.min_relevance, rerank=base.k + base.rerank_extra)
+        m = score(retriever, dataset, "hybrid", base.min_relevance)
         lines.append({"fusion": fusion, "alpha": alpha, "ndcg@10": m["ndcg@10"], "recall@100": m["recall@100"]})
         print(json.dumps(lines[-1]), flush=True)
     print("best on train:", json.dumps(max(lines, key=lambda r: r["ndcg@10"])))

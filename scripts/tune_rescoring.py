@@ -41,7 +41,7 @@ def main() -> None:
             continue  # with its weight at 0 a signal is off, whatever its other parameters
         tried.add(str(off))
         retriever.searcher.settings = retriever.settings.with_(**changes)
-        metrics = score(retriever, dataset, "hybrid", base.min_relevance, rerank=base.k + base.rerank_extra)
+        metrics = score(retriever, dataset, "hybrid", base.min_relevance)
         lines.append({**changes, "ndcg@10": metrics["ndcg@10"], "recall@100": metrics["recall@100"]})
         print(json.dumps(lines[-1]), flush=True)
     print("best on train:", json.dumps(max(lines, key=lambda r: r["ndcg@10"])))

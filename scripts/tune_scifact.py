@@ -23,7 +23,7 @@ WEIGHTS = {"alpha": [0.5, 0.6, 0.7, 0.8], "sentence_weight": [0.3, 0.5, 0.7], "s
 def run(retriever, dataset, base: Settings, **changes) -> dict:
     # A large sentence cache: every setting after the first reuses the sentence vectors of the same passages.
     retriever.searcher.settings = retriever.settings.with_(sentence_cache_chunks=200_000, **changes)
-    metrics = score(retriever, dataset, "hybrid", base.min_relevance, rerank=base.k + base.rerank_extra)
+    metrics = score(retriever, dataset, "hybrid", base.min_relevance)
     line = {**changes, "ndcg@10": metrics["ndcg@10"], "recall@100": metrics["recall@100"]}
     print(json.dumps(line), flush=True)
     return line

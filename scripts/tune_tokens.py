@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -38,15 +36,13 @@ def main() -> None:
                                       return_ids=False, show_progress=False)
             index = bm25s.BM25(k1=base.bm25_k1, b=base.bm25_b)
             index.index(tokenize(texts), show_progress=False)
-            # The searcher reads its vocabulary and idf from the keyword index: swap all three together.
-            searcher.data = dataclasses.replace(searcher.data, bm25=index)
-            searcher._vocab = dict(index.vocab_dict)
-            df = np.diff(np.asarray(index.scores["indptr"]))
-            searcher._idf = np.log(1.0 + (len(texts) - df + 0.5) / (df + 0.5)).astype(np.float32)
+            # A new searcher over the new keyword index: it takes its vocabulary and idf from it.
+            retriever.searcher = retrieval.Searcher(dataclasses.replace(searcher.data, bm25=index), searcher.settings,
+                                                    searcher.embedder)
             retrieval.bm25_tokenize = tokenize
             line = {"stemming": stem, "stop_words_removed": stop}
             for mode in ("hybrid", "keyword"):
-                m = score(retriever, dataset, mode, base.min_relevance, rerank=base.k + base.rerank_extra)
+                m = score(retriever, dataset, mode, base.min_relevance)
                 line[f"{mode} ndcg@10"] = m["ndcg@10"]
                 line[f"{mode} recall@100"] = m["recall@100"]
             print(json.dumps(line), flush=True)

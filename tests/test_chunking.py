@@ -110,6 +110,8 @@ def test_title_travels_with_every_chunk_but_is_never_part_of_the_text():
     assert chunks[0].context == "" and chunks[0].text.startswith("# Owl migration survey")
     assert all(c.context == "Owl migration survey" for c in chunks[1:])
     assert all(doc.text[c.start : c.end] == c.text and "Owl migration survey" not in c.text for c in chunks[1:])
+    # The spans the model pools sentence vectors from are the same sentences, inside the text it is given.
+    assert all([c.index_text[a:b] for a, b in c.index_sentences] == c.sentence_texts for c in chunks)
     assert CHUNKER.chunk(Document("s.txt", "A sentence that ends.\n\nAnother one.")) [0].context == ""
 
 
