@@ -101,6 +101,7 @@ class Chunker:
             end=end + offset,
             text=text,
             page=document.page_at(start),
+            page_label=document.label_at(start),
             line=document.line_at(start) + line - 1,
             sentences=tuple((u.start + offset, u.end + offset) for u in units),
             context="" if not title or title in text else title,

@@ -19,7 +19,7 @@ class Context:
 
 def cite(hit: Hit) -> Passage:
     c = hit.chunk
-    return Passage(c.source, c.page, c.line, c.start, c.end, c.text, hit.score, hit.highlight)
+    return Passage(c.source, c.page, c.line, c.start, c.end, c.text, hit.score, hit.highlight, c.page_label)
 
 
 def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
@@ -37,7 +37,8 @@ def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
 
 
 def location(p: Passage) -> str:
-    where = f"page {p.page}, line {p.line}" if p.page else f"line {p.line}"
+    printed = f" (printed {p.page_label})" if p.page_label and p.page_label != str(p.page) else ""
+    where = f"page {p.page}{printed}, line {p.line}" if p.page else f"line {p.line}"
     return f"{p.source}, {where}, chars {p.start}-{p.end}"
 
 

@@ -21,12 +21,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+# While files are still being read, the number of chunks to embed is not known yet: no ETA, and a "+".
+_GROWING = "{desc}: {n_fmt}/{total_fmt}+{unit} [{elapsed}, {rate_fmt}]"
+
+
 class _Bars:
-    """tqdm bars for the two indexing stages, on stderr so that --json output stays clean."""
+    """tqdm bars for the two indexing stages, on stderr so that --json output stays clean; none when stderr is
+    not a terminal (a log file gets no cursor codes)."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+        self.enabled = enabled and sys.stderr.isatty()
         self.bars: dict[str, object] = {}
+        self.reading = True
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
@@ -36,11 +42,17 @@ class _Bars:
         if stage not in self.bars:
             label = {"read": "reading files", "embed": "embedding chunks", "query": "asking"}.get(stage, stage)
             unit = {"read": " files", "embed": " chunks", "query": " queries"}.get(stage, "")
-            self.bars[stage] = tqdm(total=total, desc=label, unit=unit,
-                                    file=sys.stderr, dynamic_ncols=True)
+            self.bars[stage] = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                                    bar_format=_GROWING if stage == "embed" and self.reading else None)
         bar = self.bars[stage]
+        if stage == "read" and done >= total:
+            self.reading = False
+        if stage == "embed":
+            bar.total = total  # grows while files are read; final, with an ETA, once they all are
+            if not self.reading and bar.bar_format == _GROWING:
+                bar.bar_format = None
         bar.update(done - bar.n)
-        if done >= total:
+        if done >= total and not (stage == "embed" and self.reading):
             bar.close()
 
     def close(self) -> None:
@@ -220,13 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except QAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`qa ask ... | head`): nothing more to say, and no traceback about it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

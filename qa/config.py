@@ -45,7 +45,8 @@ class Settings:
     # it scored nDCG@10 0.7373 against 0.7336 without (scripts/tune_scifact.py, OpenVINO int8, sentence vectors
     # pooled from the chunk's pass; with torch and separately embedded sentences it had lost, 0.7197 vs 0.723).
     title_context: bool = True
-    max_file_bytes: int = 200 * 1024 * 1024
+    # Files larger than this are reported and skipped (QA_MAX_FILE_MB, default 200).
+    max_file_bytes: int = field(default_factory=lambda: int(float(os.environ.get("QA_MAX_FILE_MB") or 200) * 2**20))
     mode: str = "hybrid"
     k: int = 5
     # Weight of the dense cosine in the hybrid score; the rest goes to the query-normalised BM25 score.

@@ -14,7 +14,8 @@ from qa.chunking import Chunker
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import EmptyCorpusError, UnreadableFileError
-from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, load, reading, stream_text, streams
+from qa.loaders import (SUPPORTED_EXTENSIONS, TEXT_VERSION, SourceFile, discover, extractor, load, reading,
+                        stream_text, streams)
 from qa.records import Chunk, FileFailure, IndexReport
 from qa.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
 from qa.writer import GenerationWriter, Mark, TextFile, lock, save_text
@@ -68,7 +69,8 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         embedding = _Embedding(load_model, writer, (lambda d, t: progress("embed", d, t)) if progress else None)
         chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens, settings.title_context)
         entries: dict[str, FileEntry] = {}
-        added, changed, unchanged, failed = [], [], [], []
+        reused: set[str] = set()  # re-extracted by a newer reader to the very same text: old rows kept
+        added, changed, unchanged, failed, notes = [], [], [], [], []
         new_chunks = 0
         for number, file in enumerate(files, 1):
             if progress:
@@ -76,7 +78,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
             previous = old.files.get(file.source) if old else None
             mark = writer.mark()
             try:
-                entry = _index_file(file, previous, settings.max_file_bytes, chunker, writer, embedding)
+                entry = _index_file(file, previous, settings.max_file_bytes, chunker, writer, embedding, reused)
             except UnreadableFileError as exc:
                 writer.rollback(mark)  # a file that failed midway leaves none of its rows behind
                 embedding.truncate(mark)
@@ -87,15 +89,16 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
                 failed.append(FileFailure(file.source, reason))
                 continue
             entries[file.source] = entry or previous
-            if entry is None:
+            if entry is None or file.source in reused:
                 unchanged.append(file.source)
             else:
+                notes += [FileFailure(file.source, note) for note in entry.notes]
                 new_chunks += entry.chunks
                 (changed if previous is not None else added).append(file.source)
         removed = sorted(set(old.files) - set(entries)) if old else []
 
         bm25_changed = old is not None and old.bm25 != settings.bm25_settings()
-        if old is not None and not (added or changed or removed or bm25_changed):
+        if old is not None and not (added or changed or removed or bm25_changed or reused):
             return IndexReport(str(path), unchanged=tuple(unchanged), failed=tuple(failed), skipped=tuple(skipped),
                                total_chunks=old.chunk_count, seconds=time.perf_counter() - began)
         if not entries:
@@ -103,7 +106,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
                                    "see the reasons above; the existing index is unchanged")
         embedding.finish()
         if old_data is not None:  # the rows of files that did not change, copied after the new ones
-            kept = {s for s, e in entries.items() if e is old.files.get(s)}
+            kept = {s for s, e in entries.items() if e is old.files.get(s)} | reused
             writer.copy_rows(old_data, np.fromiter((c.source in kept for c in old_data.chunks), bool,
                                                    len(old_data.chunks)))
         embedder = embedding.embedder
@@ -120,8 +123,8 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         writer.commit(manifest)
         writer = None
         return IndexReport(str(path), tuple(added), tuple(changed), tuple(removed), tuple(unchanged), tuple(failed),
-                           tuple(skipped), new_chunks, manifest.chunk_count, time.perf_counter() - began,
-                           {"embed_seconds": embedding.seconds})
+                           tuple(skipped), tuple(notes), new_chunks, manifest.chunk_count,
+                           time.perf_counter() - began, {"embed_seconds": embedding.seconds})
     finally:
         if embedding is not None:
             embedding.close()
@@ -131,12 +134,14 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
 
 
 def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunker: Chunker,
-                writer: GenerationWriter, embedding: _Embedding) -> FileEntry | None:
-    """Read, chunk and queue one file; None when its bytes are those already indexed."""
+                writer: GenerationWriter, embedding: _Embedding, reused: set[str]) -> FileEntry | None:
+    """Read, chunk and queue one file; None when its bytes are those already indexed by the same reader. A file
+    that a newer reader turns into the same text as before keeps its rows: it is added to `reused`."""
     size = _size(file, limit)
+    reader = extractor(file.path)
     if streams(file.path, size):
         # Too large to hold: hashed in one pass, then (if changed) decoded, chunked and saved block by block.
-        if previous is not None and previous.sha256 == _hash_file(file):
+        if previous is not None and previous.sha256 == _hash_file(file) and previous.extractor == TEXT_VERSION:
             return None
         digest, count, text = hashlib.sha256(), 0, TextFile(writer.path)
         read = [0]
@@ -155,16 +160,21 @@ def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunke
         except BaseException:
             text.discard()
             raise
-        return FileEntry(digest.hexdigest(), read[0], count, text.commit())
+        return FileEntry(digest.hexdigest(), read[0], count, text.commit(), extractor=TEXT_VERSION)
     data = _read_bytes(file, limit)
     sha = hashlib.sha256(data).hexdigest()
-    if previous is not None and previous.sha256 == sha:
+    if previous is not None and previous.sha256 == sha and previous.extractor == reader:
         return None
     document = load(file.path, file.source, data)
+    text_sha = save_text(writer.path, document.text)
+    if (previous is not None and previous.sha256 == sha and previous.text_sha256 == text_sha
+            and previous.page_starts == document.page_starts and not document.page_labels):
+        reused.add(file.source)
+        return FileEntry(sha, len(data), previous.chunks, text_sha, document.page_starts, reader, document.notes)
     chunks = chunker.chunk(document)
     if not chunks:
         raise UnreadableFileError("no sentences found in the file")
-    entry = FileEntry(sha, len(data), len(chunks), save_text(writer.path, document.text), document.page_starts)
+    entry = FileEntry(sha, len(data), len(chunks), text_sha, document.page_starts, reader, document.notes)
     writer.add_rows(chunks)
     embedding.add(chunks)  # embedded in the background while the next files are read
     return entry

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import io
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -11,19 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qa.errors import InputPathError, UnreadableFileError
+from qa.formats import html, pdf, word
+from qa.formats.text import check_text, normalise
 from qa.records import Document, FileFailure
 
 TEXT_EXTENSIONS = (".txt", ".md", ".markdown")
 HTML_EXTENSIONS = (".html", ".htm")
 SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS + HTML_EXTENSIONS + (".pdf", ".docx")
 
-# Block-level tags get line breaks around them so that their text does not run together.
-_BLOCK_TAGS = (
-    "p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section",
-    "article", "header", "footer", "blockquote", "pre", "dd", "dt", "dl", "title", "figcaption", "hr", "main",
-    "aside", "nav", "td", "th",
-)
-_INVISIBLE_TAGS = ("script", "style", "noscript", "template", "svg", "iframe", "object", "head")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
          (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
@@ -95,18 +89,38 @@ def _walk(root: Path, skipped: list[FileFailure]) -> Iterator[Path]:
                 skipped.append(FileFailure(path.relative_to(root).as_posix(), "broken link"))
 
 
+# What each format's reader is: an index re-extracts the files whose reader changed since they were indexed.
+TEXT_VERSION = "text-2"
+
+
+def extractor(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in HTML_EXTENSIONS:
+        return html.VERSION
+    return {".pdf": pdf.VERSION, ".docx": word.VERSION}.get(suffix, TEXT_VERSION)
+
+
 def load(path: Path, source: str, data: bytes) -> Document:
     """Turn a file's bytes into a Document; raises UnreadableFileError saying why it cannot."""
     if not data.strip():
         raise UnreadableFileError("empty file: add some text or remove it from the folder")
     suffix = path.suffix.lower()
     if suffix in HTML_EXTENSIONS:
-        return Document(source, _html_text(decode_text(data)))
+        return Document(source, html.read_html(decode_text(data)))
     if suffix == ".pdf":
         return _pdf(source, data)
     if suffix == ".docx":
-        return Document(source, _docx_text(data))
-    return Document(source, _check_text(decode_text(data)))
+        return Document(source, word.read_docx(data))
+    return Document(source, check_text(decode_text(data)))
+
+
+def _pdf(source: str, data: bytes) -> Document:
+    read = pdf.read_pdf(data)
+    starts, offset = [], 0
+    for page in read.pages:
+        starts.append(offset)
+        offset += len(page) + 2
+    return Document(source, "\n\n".join(read.pages), tuple(starts), read.labels, read.notes)
 
 
 def decode_text(data: bytes) -> str:
@@ -178,7 +192,7 @@ def stream_text(path: Path, on_bytes: Callable[[bytes], None], block_chars: int 
                 # A CR at the end may be the first half of a CRLF split between two reads.
                 carry_cr = bool(data) and text.endswith("\r")
                 text = text[:-1] if carry_cr else text
-                pending += _not_binary(text) if first else _normalise(text)
+                pending += _not_binary(text) if first else normalise(text)
                 first = False
                 while len(pending) >= block_chars:
                     cut = _block_end(pending, block_chars)
@@ -215,84 +229,10 @@ def _not_binary(text: str) -> str:
     sample = text[:65536]
     if len(_CONTROL.findall(sample)) > 0.01 * len(sample):
         raise UnreadableFileError("binary data, not text: convert it to a text format or remove it")
-    return _normalise(text)
+    return normalise(text)
 
 
 def _looks_utf16(data: bytes) -> bool:
     # UTF-16 without a BOM: about half the bytes are NUL, all at even or all at odd positions.
     head = data[:4096]
     return len(head) >= 4 and (head[0::2].count(0) > 0.4 * len(head) / 2 or head[1::2].count(0) > 0.4 * len(head) / 2)
-
-
-def _normalise(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").lstrip("\ufeff")
-
-
-def _check_text(text: str) -> str:
-    if not text.strip():
-        raise UnreadableFileError("no text in the file: add some text or remove it from the folder")
-    return text
-
-
-def _html_text(markup: str) -> str:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(markup, "html.parser")
-    for tag in soup.find_all(_INVISIBLE_TAGS):
-        if tag.name == "head":  # keep the title, drop everything else that is not shown
-            title = tag.find("title")
-            tag.replace_with(f"{title.get_text(' ', strip=True)}\n\n" if title else "")
-        else:
-            tag.decompose()
-    for tag in soup.find_all("br"):
-        tag.replace_with("\n")
-    for tag in soup.find_all(_BLOCK_TAGS):
-        tag.insert_before("\n\n")
-        tag.insert_after("\n\n")
-    text = _normalise(soup.get_text())
-    text = re.sub(r"[ \t\u00a0]+", " ", text)
-    text = re.sub(r" *\n *", "\n", text)
-    return _check_text(re.sub(r"\n{3,}", "\n\n", text).strip())
-
-
-def _pdf(source: str, data: bytes) -> Document:
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise UnreadableFileError("encrypted PDF: remove the password (e.g. print to PDF) and index again")
-        pages = [_normalise(page.extract_text() or "").strip() for page in reader.pages]
-    except UnreadableFileError:
-        raise
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError, AttributeError, IndexError) as exc:
-        raise UnreadableFileError(f"broken PDF ({type(exc).__name__}: {exc}); re-export or repair it") from None
-    except Exception as exc:  # pypdf raises many kinds on damaged files; one file must not stop the run
-        raise UnreadableFileError(f"unreadable PDF ({type(exc).__name__}: {exc}); re-export it") from None
-    if not any(pages):
-        raise UnreadableFileError("PDF has no text layer (a scan?): run OCR on it first, then index again")
-    starts, parts, offset = [], [], 0
-    for page in pages:
-        starts.append(offset)
-        parts.append(page)
-        offset += len(page) + 2
-    return Document(source, "\n\n".join(parts), tuple(starts))
-
-
-def _docx_text(data: bytes) -> str:
-    import docx
-    from docx.opc.exceptions import PackageNotFoundError
-
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, ValueError, KeyError, OSError) as exc:
-        raise UnreadableFileError(f"broken DOCX ({exc}); re-save it from your editor") from None
-    except Exception as exc:  # zipfile and lxml errors on damaged files
-        raise UnreadableFileError(f"unreadable DOCX ({type(exc).__name__}); re-save it from your editor") from None
-    parts = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            parts.append(" | ".join(cell.text for cell in row.cells))
-    text = "\n\n".join(p.strip() for p in parts if p.strip())
-    return _check_text(_normalise(text))

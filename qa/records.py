@@ -9,16 +9,24 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class Document:
-    """Extracted text of one file. `page_starts[i]` is the offset where page i+1 begins (PDF only)."""
+    """Extracted text of one file. `page_starts[i]` is the offset where page i+1 begins (PDF only);
+    `page_labels[i]` the number printed on it, where the PDF labels its pages; `notes` what was left out and why
+    (a garbled or unreadable page)."""
 
     source: str
     text: str
     page_starts: tuple[int, ...] = ()
+    page_labels: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def page_at(self, offset: int) -> int | None:
         if not self.page_starts:
             return None
         return max(1, bisect.bisect_right(self.page_starts, offset))
+
+    def label_at(self, offset: int) -> str | None:
+        page = self.page_at(offset)
+        return self.page_labels[page - 1] or None if page and len(self.page_labels) >= page else None
 
     def line_at(self, offset: int) -> int:
         """1-based line of `offset`, counted from the start of its page (PDF) or of the document."""
@@ -47,6 +55,7 @@ class Chunk:
     line: int
     sentences: tuple[tuple[int, int], ...]
     context: str = ""
+    page_label: str | None = None
 
     @property
     def index_text(self) -> str:
@@ -87,6 +96,7 @@ class Passage:
     text: str
     score: float
     highlight: tuple[int, int]
+    page_label: str | None = None  # the number printed on the page, where the PDF has its own numbering
 
     @property
     def highlighted_text(self) -> str:
@@ -116,6 +126,7 @@ class IndexReport:
     unchanged: tuple[str, ...] = ()
     failed: tuple[FileFailure, ...] = ()
     skipped: tuple[FileFailure, ...] = ()
+    notes: tuple[FileFailure, ...] = ()  # indexed, but with something left out (a garbled PDF page)
     chunks_embedded: int = 0
     total_chunks: int = 0
     seconds: float = 0.0
@@ -131,6 +142,7 @@ class IndexReport:
                  f"{len(self.unchanged)} unchanged, {len(self.failed)} failed; {self.chunks_embedded} chunks "
                  f"embedded, {self.total_chunks} in the index ({self.seconds:.1f} s)"]
         lines += [f"  failed: {f.source}: {f.reason}" for f in self.failed]
+        lines += [f"  note: {f.source}: {f.reason}" for f in self.notes]
         lines += [f"  skipped: {f.source}: {f.reason}" for f in self.skipped[:max_skipped]]
         if len(self.skipped) > max_skipped:
             lines.append(f"  ... and {len(self.skipped) - max_skipped} more skipped")

@@ -31,13 +31,16 @@ GENERATION_FILE = re.compile(r"^(chunks|terms|vectors|sentences|bm25|dense)\.(\d
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One indexed file: the hash of its bytes, and where its extracted text is kept."""
+    """One indexed file: the hash of its bytes, where its extracted text is kept, which reader extracted it (a
+    file whose reader has changed since is extracted again) and what it left out."""
 
     sha256: str
     bytes: int
     chunks: int
     text_sha256: str
     page_starts: tuple[int, ...] = ()
+    extractor: str = ""
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,14 @@ class Manifest:
             "chunk_count": self.chunk_count,
             "updated": self.updated,
             "files": {s: {"sha256": f.sha256, "bytes": f.bytes, "chunks": f.chunks, "text_sha256": f.text_sha256,
-                          "page_starts": list(f.page_starts)} for s, f in sorted(self.files.items())},
+                          "page_starts": list(f.page_starts), "extractor": f.extractor, "notes": list(f.notes)}
+                      for s, f in sorted(self.files.items())},
         }
 
     @staticmethod
     def from_json(data: dict) -> Manifest:
-        files = {s: FileEntry(f["sha256"], f["bytes"], f["chunks"], f["text_sha256"], tuple(f.get("page_starts", ())))
+        files = {s: FileEntry(f["sha256"], f["bytes"], f["chunks"], f["text_sha256"], tuple(f.get("page_starts", ())),
+                              f.get("extractor", ""), tuple(f.get("notes", ())))
                  for s, f in data["files"].items()}
         settings = dict(data["settings"])
         # Manifests written before BM25's parameters had their own entry kept them among the chunk settings.
@@ -182,7 +187,8 @@ def _read_generation(path: Path, manifest: Manifest, searchable: bool) -> IndexD
         for line in handle:
             row = json.loads(line)
             chunks.append(Chunk(row["id"], row["source"], row["start"], row["end"], row["text"], row["page"],
-                                row["line"], tuple(tuple(s) for s in row["sentences"]), row.get("context", "")))
+                                row["line"], tuple(tuple(s) for s in row["sentences"]), row.get("context", ""),
+                                row.get("page_label")))
     try:
         # Mapped when only copied (by an indexer) or when an HNSW graph holds its own copy for searching.
         mapped = not searchable or approximate(manifest.chunk_count)

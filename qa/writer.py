@@ -33,7 +33,8 @@ class Mark:
 
 def chunk_line(c: Chunk) -> str:
     return json.dumps({"id": c.id, "source": c.source, "start": c.start, "end": c.end, "page": c.page, "line": c.line,
-                       "sentences": c.sentences, "text": c.text, "context": c.context}, ensure_ascii=False) + "\n"
+                       "sentences": c.sentences, "text": c.text, "context": c.context,
+                       **({"page_label": c.page_label} if c.page_label else {})}, ensure_ascii=False) + "\n"
 
 
 class _RowFile:

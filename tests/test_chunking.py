@@ -61,7 +61,10 @@ def test_offsets_exact_in_every_format(tmp_path, paragraphs, fmt):
     chunks = _check(document)
     assert chunks, "every non-empty document gives chunks"
     if fmt == "pdf":
-        assert max(c.page for c in chunks) == (len(paragraphs) + 1) // 2
+        pages = (len(paragraphs) + 1) // 2
+        assert 1 <= min(c.page for c in chunks) and max(c.page for c in chunks) <= pages
+        if pages < 3:  # from three pages on, a line on every page is a running head and is dropped
+            assert max(c.page for c in chunks) == pages
 
 
 def test_chunk_size_respected_and_overlap_present():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 
 import pytest
@@ -49,7 +51,7 @@ def test_ask_json_schema_and_answers_from_each_format(mixed):
     out = json.loads(run("ask", QUESTIONS["report.pdf"], "--index", str(index), "--json", "--k", "3").stdout)
     assert set(out) == {"question", "passages"}
     top = out["passages"][0]
-    assert set(top) == {"source", "page", "line", "start", "end", "text", "score", "highlight"}
+    assert set(top) == {"source", "page", "page_label", "line", "start", "end", "text", "score", "highlight"}
     assert top["source"] == "report.pdf" and top["page"] == 2 and "thirty metres" in top["text"]
     assert isinstance(top["line"], int) and isinstance(top["score"], float)
     retriever = Retriever(index)
@@ -73,8 +75,50 @@ def test_human_output_and_progress(mixed, tmp_path):
     out = run("ask", QUESTIONS["notes.txt"], "--index", str(index)).stdout
     assert out.startswith("[1] notes.txt, line 1") and ">>" in out
     result = run("index", str(folder), "--index", str(tmp_path / "fresh"))
-    assert "embedding chunks" in result.stderr and "7 added" in result.stdout
-    assert "failed: broken.pdf" in result.stdout
+    assert "7 added" in result.stdout and "failed: broken.pdf" in result.stdout
+    # stderr is a pipe here: no progress bars, so a log file gets no carriage returns or cursor codes.
+    assert "\r" not in result.stderr and "\x1b[" not in result.stderr
+
+
+def test_output_into_a_closed_pipe_is_quiet(mixed):
+    # `qa ask ... | head -n 1`: the reader is gone before the answer is written.
+    _, index, _, _, _ = mixed
+    proc = subprocess.Popen([*QA, "ask", QUESTIONS["notes.txt"], "--index", str(index)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr
+
+
+def test_progress_bars_on_a_terminal(mixed, tmp_path):
+    import pty
+
+    folder = mixed[0]
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal 120 wide
+    proc = subprocess.Popen([*QA, "index", str(folder), "--index", str(tmp_path / "tty")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        shown += data
+    assert proc.wait(timeout=120) == 0
+    text = shown.decode("utf-8", "replace")
+    assert "reading files" in text and "embedding chunks" in text
+    # The last state of the embedding bar: every chunk embedded, out of a total that no longer grows.
+    last = re.findall(r"embedding chunks: [^\r\n]*?(\d+)/(\d+)(\+?)", text)[-1]
+    assert last[0] == last[1] and last[2] == ""
 
 
 @pytest.mark.parametrize("args,message", [

@@ -193,3 +193,28 @@ def test_the_web_chat_rebuilds_an_index_made_with_other_settings(tmp_path, setti
         index_paths([corpus], s)
     prepare_index(s)
     assert read_index(s.index_dir).manifest.settings["chunk_tokens"] == s.chunk_tokens
+
+
+def test_a_changed_reader_re_extracts_exactly_its_files(tmp_path, fake_embedder):
+    # Indexes made by an older reader of a format (recorded per file in the manifest) are re-read by the new one
+    # on the next run; a file whose text comes out the same keeps its rows and embeds nothing.
+    docs = tmp_path / "mixed"
+    make_mixed_folder(docs)
+    s = _settings(tmp_path)
+    index_paths([docs], s, embedder=fake_embedder)
+    manifest = json.loads((s.index_dir / MANIFEST).read_text())
+    assert manifest["files"]["memo.docx"]["extractor"].startswith("ooxml-")
+    manifest["files"]["memo.docx"]["extractor"] = "python-docx-0"  # as written by an older qa
+    manifest["files"]["report.pdf"]["extractor"] = "pypdf-0"
+    manifest["files"]["report.pdf"]["text_sha256"] = "0" * 64  # that reader gave other text
+    (s.index_dir / MANIFEST).write_text(json.dumps(manifest))
+    fake_embedder.calls.clear()
+    report = index_paths([docs], s, embedder=fake_embedder)
+    assert report.changed == ("report.pdf",) and "memo.docx" in report.unchanged
+    assert fake_embedder.calls and all("glacier" in text for text in fake_embedder.calls)
+    after = json.loads((s.index_dir / MANIFEST).read_text())["files"]
+    assert after["memo.docx"]["extractor"].startswith("ooxml-") and after["report.pdf"]["extractor"].startswith("pdfium-")
+    fake_embedder.calls.clear()
+    assert not index_paths([docs], s, embedder=fake_embedder).wrote and fake_embedder.calls == []
+    data = read_index(s.index_dir)
+    assert {c.source for c in data.chunks} == set(after)

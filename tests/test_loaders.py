@@ -96,7 +96,7 @@ def test_broken_and_encrypted_pdf(tmp_path):
     writer.encrypt("s3cret")
     with open(tmp_path / "enc.pdf", "wb") as handle:
         writer.write(handle)
-    with pytest.raises(UnreadableFileError, match="encrypted"):
+    with pytest.raises(UnreadableFileError, match="password-protected PDF"):
         _load(tmp_path / "enc.pdf")
 
 
