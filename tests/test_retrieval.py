@@ -72,7 +72,7 @@ def test_public_function_uses_an_index_folder(seed_index):
 
     passages = qa.retrieve("How much has Taiwan invested directly in Japan?", k=2, index=seed_index)
     assert passages and "9.22 billion" in passages[0].text
-    assert set(passages[0].to_dict()) == {"source", "page", "line", "start", "end", "text", "score", "highlight"}
+    assert set(passages[0].to_dict()) == {"source", "page", "page_label", "line", "start", "end", "text", "score", "highlight"}
 
 
 def test_context_surrounds_the_passage(seed_retriever):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 
 from qa.errors import UnreadableFileError
@@ -12,6 +13,8 @@ _FOLD_TAGS = {"<compat>", "<font>", "<noBreak>", "<wide>", "<narrow>", "<vertica
 _LINE_BREAKS = {"\r\n": "\n", "\r": "\n", "\u2028": "\n", "\u2029": "\n\n", "\x0c": "\n", "\x0b": "\n",
                 "\x85": "\n"}
 _DROP = {"\x00": "", "\u00ad": "", "\ufeff": "", "\u200b": ""}
+# Other control characters (stray bytes of a PDF's text layer, a form feed's cousins) read as a space.
+_CONTROLS = re.compile("[\x01-\x08\x0e-\x1f\x7f]")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -34,6 +37,7 @@ def normalise(text: str) -> str:
     for old in _DROP:
         if old in text:
             text = text.replace(old, "")
+    text = _CONTROLS.sub(" ", text)
     if text.isascii():
         return text
     if not unicodedata.is_normalized("NFC", text):
