@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qa.citations import Context, cite, context
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
-from qa.errors import IndexMissingError, QAError
+from qa.errors import IndexChangedError, IndexMissingError, QAError
 from qa.indexing import IndexProgress, index_paths, model_info
 from qa.records import IndexReport, Passage
 from qa.retrieval import Searcher
-from qa.store import MANIFEST, check_compatible, read_index, read_manifest
+from qa.store import MANIFEST, IndexData, check_compatible, read_index, read_manifest
 
 _embedders: dict[tuple[str, str], Embedder] = {}
 _embedders_lock = threading.Lock()
@@ -30,11 +31,23 @@ def shared_embedder(settings: Settings, recorded_backend: str | None = None) -> 
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """One committed version of an index, loaded, with the searcher over it: replaced whole, in one assignment,
+    when another version is committed, so that a reader never sees the data of one and the searcher of another."""
+
+    data: IndexData
+    searcher: Searcher
+    stamp: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class Answer:
     question: str
     mode: str
     passages: tuple[Passage, ...]
     relevance: float
+    # The version of the index the passages come from: their context is read from the same one.
+    snapshot: Snapshot | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         return {"question": self.question, "passages": [p.to_dict() for p in self.passages]}
@@ -49,7 +62,8 @@ def build_index(paths: list[str | Path] | None = None, index: str | Path | None 
     # A model this process already loaded is reused; otherwise it is loaded only if something needs embedding.
     backend = resolve_backend(settings.backend, settings.model_path,
                               None if rebuild else _recorded_backend(settings.index_dir))
-    embedder = _embedders.get((settings.model_path, backend))
+    with _embedders_lock:
+        embedder = _embedders.get((settings.model_path, backend))
     return index_paths(roots, settings, embedder=embedder, progress=progress, rebuild=rebuild, wait=wait)
 
 
@@ -70,10 +84,9 @@ class Retriever:
         if build_if_missing is None:
             build_if_missing = index is None  # only the project's default index is built on demand
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
         if build_if_missing and not (self.settings.index_dir / MANIFEST).is_file():
             build_index(settings=self.settings, progress=progress)
-        self._load()
+        self._snapshot = self._load()
 
     @property
     def path(self) -> Path:
@@ -86,48 +99,67 @@ class Retriever:
             raise IndexMissingError(f"no index at {self.path} yet: build it with `qa index --index {self.path}`") from None
         return st.st_mtime_ns, st.st_ino
 
-    def _load(self) -> None:
+    def _load(self) -> Snapshot:
         stamp = self._manifest_stamp()
         data = read_index(self.path)
         embedder = shared_embedder(self.settings, str(data.manifest.model.get("backend")))
         check_compatible(data.manifest, model_info(self.settings, embedder), self.settings.chunk_settings(), self.path)
-        self.data = data
-        self.searcher = Searcher(data, self.settings, embedder)
-        self._stamp = stamp
+        return Snapshot(data, Searcher(data, self.settings, embedder), stamp)
 
-    def refresh(self) -> None:
-        """Pick up a newer index written by another process or thread, if there is one."""
+    @property
+    def data(self) -> IndexData:
+        return self._snapshot.data
+
+    @property
+    def searcher(self) -> Searcher:
+        return self._snapshot.searcher
+
+    def refresh(self) -> Snapshot:
+        """Pick up a newer index written by another process or thread, if there is one; the current version."""
         with self._lock:
-            if self._manifest_stamp() != self._stamp:
-                self._load()
+            if self._manifest_stamp() != self._snapshot.stamp:
+                self._snapshot = self._load()
+            return self._snapshot
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
-        self.refresh()
-        searcher = self.searcher
-        result = searcher.search(question, k, mode)
-        return Answer(result.question, result.mode, tuple(cite(h) for h in result.hits), result.relevance)
+        snapshot = self.refresh()
+        result = snapshot.searcher.search(question, k, mode)
+        return Answer(result.question, result.mode, tuple(cite(h) for h in result.hits), result.relevance, snapshot)
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
         return list(self.ask(question, k, mode).passages)
 
-    def context(self, passage: Passage, sentences: int = 3) -> Context:
-        return context(self.data, passage, sentences)
+    def context(self, passage: Passage, sentences: int = 3, answer: Answer | None = None) -> Context:
+        """The sentences around a passage, from the version of the index its answer came from (given), else the
+        current one."""
+        snapshot = answer.snapshot if answer is not None and answer.snapshot is not None else self._snapshot
+        try:
+            return context(snapshot.data, passage, sentences)
+        except (KeyError, FileNotFoundError):
+            raise IndexChangedError(f"{passage.source} is no longer in the index: ask the question again") from None
 
     def sources(self) -> list[str]:
-        self.refresh()
-        return sorted(self.data.manifest.files)
+        return sorted(self.refresh().data.manifest.files)
 
 
-_retrievers: dict[Path, Retriever] = {}
+# Open indexes of `retrieve`, the most recently used last; a few at most, each holds an index in memory.
+_retrievers: OrderedDict[Path, Retriever] = OrderedDict()
+_retrievers_lock = threading.Lock()
+_RETRIEVERS_KEPT = 4
 
 
 def retrieve(question: str, k: int = 5, index: str | Path | None = None, mode: str | None = None) -> list[Passage]:
     """Cited passages answering `question`, best first; empty when the documents do not answer it."""
     settings = _settings(None, index)
     key = settings.index_dir.resolve()
-    if key not in _retrievers:
-        _retrievers[key] = Retriever(index, settings=settings)
-    return _retrievers[key].retrieve(question, k, mode)
+    with _retrievers_lock:
+        retriever = _retrievers.get(key)
+        if retriever is None:
+            retriever = _retrievers[key] = Retriever(index, settings=settings)
+        _retrievers.move_to_end(key)
+        while len(_retrievers) > _RETRIEVERS_KEPT:
+            _retrievers.popitem(last=False)
+    return retriever.retrieve(question, k, mode)
 
 
 def _settings(settings: Settings | None, index: str | Path | None) -> Settings:

@@ -80,7 +80,7 @@ def render_turn(turn: Turn, retriever: Retriever, context_sentences: int = 3) ->
         parts.append(f'<div class="qa-cite" data-cite="{n}">')
         parts.append(f'<div class="qa-head"><b>[{n}]</b> {_location_html(p)}</div>')
         parts.append(f'<div class="qa-text">{_with_breaks(highlighted_html(p))}</div>')
-        ctx = retriever.context(p, context_sentences)
+        ctx = retriever.context(p, context_sentences, turn.answer)
         around = (f'{_html_text(ctx.before)}<span class="qa-passage">{_with_breaks(highlighted_html(p))}</span>'
                   f'{_html_text(ctx.after)}')
         parts.append(f'<details class="qa-context"><summary>Show in context</summary><div>{around}</div></details>')

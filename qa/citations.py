@@ -24,7 +24,7 @@ def cite(hit: Hit) -> Passage:
 
 def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
     """Up to `sentences` sentences (from the neighbouring chunks' sentence table) each side of the passage."""
-    rows = [c for c in data.chunks if c.source == passage.source]
+    rows = [data.chunks[row] for row in data.source_rows.get(passage.source, ())]
     spans = sorted({span for c in rows for span in c.sentences})
     before = [s for s in spans if s[1] <= passage.start][-sentences:]
     after = [s for s in spans if s[0] >= passage.end][:sentences]

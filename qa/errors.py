@@ -34,6 +34,14 @@ class IndexLockedError(QAError):
     """Another process is writing to the same index."""
 
 
+class IndexChangedError(QAError):
+    """The index changed between an answer and a request about it (its document was removed)."""
+
+
+class SettingsError(QAError, ValueError):
+    """A setting is out of its range."""
+
+
 class QuestionError(QAError):
     """The question is empty or cannot be used."""
 

@@ -91,13 +91,19 @@ def _safe_id(doc: str) -> str:
     return doc if doc.replace("-", "").replace("_", "").isalnum() else hashlib.sha1(doc.encode()).hexdigest()
 
 
-def rank_documents(retriever: Retriever, question: str, mode: str, depth: int,
-                   rerank: int) -> tuple[list[str], float]:
+def document_sources(dataset: Dataset) -> dict[str, str]:
+    """The indexed file of each document -> the document's id: ids with ":", "/" or "." get a hashed file name
+    (write_corpus), and the judgments name the id."""
+    return {f"{_safe_id(doc)}.txt": doc for doc in dataset.corpus}
+
+
+def rank_documents(retriever: Retriever, question: str, mode: str, depth: int, rerank: int,
+                   ids: dict[str, str]) -> tuple[list[str], float]:
     """Documents best first (a document's score is its best chunk's), and the question's relevance."""
     result = retriever.searcher.search(question, k=depth, mode=mode, rerank=rerank)
     ranked: dict[str, None] = {}
     for hit in result.hits:
-        ranked.setdefault(hit.chunk.source[: -len(".txt")])
+        ranked.setdefault(ids[hit.chunk.source])
     return list(ranked), result.relevance
 
 
@@ -125,9 +131,10 @@ def score(retriever: Retriever, dataset: Dataset, mode: str, cutoff: float, dept
     rerank = settings.k + settings.rerank_extra if rerank is None else rerank
     scores: dict[str, list[float]] = {"ndcg@10": [], "recall@10": [], "recall@100": [], "mrr@10": []}
     latencies, refused = [], 0
+    ids = document_sources(dataset)
     for number, (qid, judged) in enumerate(dataset.qrels.items(), 1):
         t = time.perf_counter()
-        ranked, relevance = rank_documents(retriever, dataset.queries[qid], mode, depth, rerank)
+        ranked, relevance = rank_documents(retriever, dataset.queries[qid], mode, depth, rerank, ids)
         latencies.append((time.perf_counter() - t) * 1000)
         refused += relevance < cutoff  # every judged query is answerable: a refusal is an error
         scores["ndcg@10"].append(ndcg_at(ranked, judged, 10))

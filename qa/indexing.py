@@ -52,9 +52,6 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         if old is not None:
             check_compatible(old, wanted, settings.chunk_settings(), path)
         old_data = read_index(path, searchable=False) if old is not None else None
-        if old_data is not None and old_data.sentence_vectors is None:
-            # Made before sentence vectors were kept: embed everything once more, as a rebuild would.
-            old, old_data, wanted = None, None, model_info(settings, embedder)
 
         def load_model() -> Embedder:
             loaded = embedder or load_embedder(settings.model_path, settings.model_name, str(wanted["backend"]),
@@ -65,7 +62,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
 
         # New rows go straight to the new generation's files: chunk rows from this thread, vectors from the
         # embedding thread. Memory holds a block of text and a few batches, not the corpus.
-        writer = GenerationWriter(path)
+        writer = GenerationWriter(path, settings.bm25_settings())
         embedding = _Embedding(load_model, writer, (lambda d, t: progress("embed", d, t)) if progress else None)
         chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens, settings.title_context)
         entries: dict[str, FileEntry] = {}

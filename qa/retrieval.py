@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,17 +22,10 @@ def _is_heading(text: str) -> bool:
     return "\n" not in text and len(text.split()) <= 10 and not text.rstrip().endswith(_SENTENCE_END)
 
 
-def _fuse(dense: np.ndarray, keyword: np.ndarray, top_keyword: float, alpha: float, fusion: str) -> np.ndarray:
-    """One score per candidate from its cosine and its BM25 score (see Settings.fusion)."""
+def fuse(dense: np.ndarray, keyword: np.ndarray, top_keyword: float, alpha: float) -> np.ndarray:
+    """One score per candidate: its cosine and its BM25 score over the best candidate's, weighted by alpha
+    (tuned on SciFact train; min-max and reciprocal-rank fusion measured worse, see docs/)."""
     norm = keyword / top_keyword if top_keyword > 0 else np.zeros(len(keyword), dtype=np.float32)
-    if fusion == "rrf":  # reciprocal rank fusion, scaled so the best candidate scores 1
-        ranks_d = np.argsort(np.argsort(-dense, kind="stable"), kind="stable")
-        ranks_k = np.argsort(np.argsort(-keyword, kind="stable"), kind="stable")
-        rrf = alpha / (60 + ranks_d) + (1 - alpha) / (60 + ranks_k)
-        return rrf / rrf.max()
-    if fusion == "minmax":  # both signals stretched to [0, 1] over the candidates
-        span = float(dense.max() - dense.min())
-        dense = (dense - dense.min()) / span if span > 0 else np.ones_like(dense)
     return alpha * dense + (1 - alpha) * norm
 
 
@@ -73,19 +64,12 @@ class Searcher:
         self.settings = settings
         self.embedder = embedder
         self._vocab: dict[str, int] = dict(data.bm25.vocab_dict)
-        # Document frequency per term straight from BM25's sparse matrix: idf for sentence-level matching.
-        df = np.diff(np.asarray(data.bm25.scores["indptr"]))
-        n = max(len(data.chunks), 1)
-        self._idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
-        # Sentence vectors of recently shown chunks: popular passages are not embedded again for every question.
-        self._sentence_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._document_ids: np.ndarray | None = None
 
     def search(self, question: str, k: int | None = None, mode: str | None = None,
                rerank: int | None = None) -> SearchResult:
         """The k best chunks; the best `rerank` of them (default k + rerank_extra) re-scored by their best
-        sentence, the rest in fused order after them."""
+        sentence, the rest in fused order after them. `relevance` is the best sentence's cosine with the question
+        (semantic, hybrid) or the share of the question's terms in the best chunk (keyword): 0 to 1 either way."""
         s = self.settings
         k = s.k if k is None else k
         rerank = k + s.rerank_extra if rerank is None else rerank
@@ -95,56 +79,49 @@ class Searcher:
         if k < 1:
             raise QuestionError("k must be at least 1")
         question = clean_question(question, s.max_question_chars)
-        n = len(self.data.chunks)
-        pool = min(n, max(s.candidates, k))
-
-        # The question is tokenized once: its terms feed BM25, the sentence matching and the keyword highlight.
-        terms = bm25_tokenize([question])[0]
-        term_ids = [self._vocab[t] for t in terms if t in self._vocab]
-        keyword = self._bm25_scores(term_ids)
-        top_keyword = float(keyword.max()) if n else 0.0
+        # The question is tokenized once, as the index's chunks were: its terms feed BM25 and the keyword highlight.
+        terms = bm25_tokenize([question], self.data.manifest.bm25)[0]
+        keyword = self._bm25_scores([self._vocab[t] for t in terms if t in self._vocab])
         if mode == "keyword":
-            order = [i for i in np.argsort(-keyword, kind="stable")[:k] if keyword[i] > 0]
-            hits = [self._keyword_hit(i, float(keyword[i]), set(terms)) for i in order]
-            return SearchResult(question, mode, tuple(hits), top_keyword, not hits)
-
+            hits = self._keyword_hits(keyword, k, set(terms))
+            relevance = hits[0].highlight_score if hits else 0.0
+            return SearchResult(question, mode, tuple(hits), relevance, not hits)
         query = self._encode([question])[0]
-        rows = self._candidates(query, pool, keyword if mode == "hybrid" and top_keyword > 0 else None)
-        vectors = np.asarray(self.data.vectors[rows], dtype=np.float32)
-        dense = cosines = vectors @ query
-        fused = _fuse(dense, keyword[rows], top_keyword, s.alpha, s.fusion) if mode == "hybrid" else dense
-        if s.feedback_weight > 0 and len(rows) > s.feedback_depth:
-            # Pseudo-relevance feedback: the question moved towards its best candidates' vectors, then the
-            # candidates scored again (the sentence scores and the cut-off still use the question itself).
-            top = np.argpartition(-fused, s.feedback_depth)[: s.feedback_depth]
-            moved = query + s.feedback_weight * vectors[top].mean(axis=0)
-            dense = vectors @ (moved / np.linalg.norm(moved))
-            fused = _fuse(dense, keyword[rows], top_keyword, s.alpha, s.fusion) if mode == "hybrid" else dense
-        if s.document_weight > 0 and len(rows) > 1:
-            # Evidence from the rest of the document: each chunk gains the mean score of its document's other
-            # candidates, so a passage from a document that matches throughout ranks above a lone match.
-            _, inverse, counts = np.unique(self._documents()[rows], return_inverse=True, return_counts=True)
-            others = (np.bincount(inverse, weights=fused)[inverse] - fused) / np.maximum(counts[inverse] - 1, 1)
-            fused = fused + s.document_weight * np.where(counts[inverse] > 1, others, 0.0)
-        # The few best chunks are re-scored with their best sentence: a chunk that holds the one sentence
-        # answering the question beats a chunk that is only broadly on topic.
-        order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
-        picked = [(int(rows[i]), float(fused[i]), float(cosines[i])) for i in order]
-        head = picked[:rerank]
-        sentence_scores = self._sentence_scores(query, set(term_ids), [r for r, _, _ in head])
-        hits = []
-        for (row, score, cosine), (span, span_score, span_cosine) in zip(head, sentence_scores):
-            final = (1 - s.sentence_weight) * score + s.sentence_weight * span_score
-            hits.append(Hit(self.data.chunks[row], final, cosine, float(keyword[row]), span, span_cosine))
-        hits.sort(key=lambda h: -h.score)
-        for row, score, cosine in picked[rerank:]:  # beyond the re-scored head: no highlight was computed
-            chunk = self.data.chunks[row]
-            hits.append(Hit(chunk, score, cosine, float(keyword[row]), chunk.sentences[0], cosine))
-        hits = hits[:k]
+        rows, fused, cosines = self._fused_candidates(query, keyword, mode, k)
+        hits = self._rescored(query, rows, fused, cosines, keyword, k, rerank)
         relevance = max((h.highlight_score for h in hits), default=0.0)
         if relevance < s.min_relevance:
             return SearchResult(question, mode, (), relevance, True)
         return SearchResult(question, mode, tuple(hits), relevance, False)
+
+    def _fused_candidates(self, query: np.ndarray, keyword: np.ndarray, mode: str,
+                          k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidate rows with their fused scores and cosines."""
+        top_keyword = float(keyword.max()) if len(keyword) else 0.0
+        pool = min(len(self.data.chunks), max(self.settings.candidates, k))
+        rows = self._candidates(query, pool, keyword if mode == "hybrid" and top_keyword > 0 else None)
+        cosines = np.asarray(self.data.vectors[rows], dtype=np.float32) @ query
+        if mode == "hybrid":
+            return rows, fuse(cosines, keyword[rows], top_keyword, self.settings.alpha), cosines
+        return rows, cosines, cosines
+
+    def _rescored(self, query: np.ndarray, rows: np.ndarray, fused: np.ndarray, cosines: np.ndarray,
+                  keyword: np.ndarray, k: int, rerank: int) -> list[Hit]:
+        """The few best chunks re-scored with their best sentence: a chunk that holds the one sentence answering
+        the question beats a chunk that is only broadly on topic. The others follow in fused order."""
+        weight = self.settings.sentence_weight
+        order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
+        picked = [(int(rows[i]), float(fused[i]), float(cosines[i])) for i in order]
+        head = picked[:rerank]
+        hits = []
+        for (row, score, cosine), (span, span_cosine) in zip(head, self._best_sentences(query, [r for r, _, _ in head])):
+            hits.append(Hit(self.data.chunks[row], (1 - weight) * score + weight * span_cosine, cosine,
+                            float(keyword[row]), span, span_cosine))
+        hits.sort(key=lambda h: -h.score)
+        for row, score, cosine in picked[rerank:]:  # beyond the re-scored head: no highlight was computed
+            chunk = self.data.chunks[row]
+            hits.append(Hit(chunk, score, cosine, float(keyword[row]), chunk.sentences[0], cosine))
+        return hits[:k]
 
     def _candidates(self, query: np.ndarray, pool: int, keyword: np.ndarray | None) -> np.ndarray:
         """Rows to score: the `pool` nearest chunks, and (given BM25 scores, some above 0) the `pool` best
@@ -154,14 +131,6 @@ class Searcher:
         if keyword is not None:
             candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
         return np.fromiter(candidates, dtype=np.int64)
-
-    def _documents(self) -> np.ndarray:
-        """Each row's document as a number (made on first use: only the document weight needs it)."""
-        if self._document_ids is None:
-            numbers: dict[str, int] = {}
-            self._document_ids = np.fromiter((numbers.setdefault(c.source, len(numbers)) for c in self.data.chunks),
-                                             dtype=np.int64, count=len(self.data.chunks))
-        return self._document_ids
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.embedder is None:
@@ -173,66 +142,33 @@ class Searcher:
             return np.zeros(len(self.data.chunks), dtype=np.float32)
         return np.asarray(self.data.bm25.get_scores_from_ids(term_ids), dtype=np.float32)
 
-    def _sentence_scores(self, query: np.ndarray, terms: set[int],
-                         rows: list[int]) -> list[tuple[tuple[int, int], float, float]]:
-        """Each chunk's best sentence (the highlight): cosine plus the idf-weighted share of the question's
-        terms it contains, which separates sentences the model finds almost equally close.
-        Returns (span, combined score, cosine)."""
+    def _best_sentences(self, query: np.ndarray, rows: list[int]) -> list[tuple[tuple[int, int], float]]:
+        """Each chunk's best sentence (the highlight) by its cosine with the question: (span, cosine).
+        Headings echo the question's words but answer nothing; they win only where there is nothing else. The
+        document's own title (its first line) is an answer to questions about the whole document."""
         chunks = [self.data.chunks[r] for r in rows]
+        if not chunks:
+            return []
         spans = [span for c in chunks for span in c.sentences]
         texts = [t for c in chunks for t in c.sentence_texts]
-        if not texts:
-            return []
-        cosines = self._sentence_vectors(rows) @ query
-        weight = self.settings.sentence_terms_weight
-        combined = cosines  # term matching tokenizes every sentence: skipped when its weight is 0 (the default)
-        if weight:
-            combined = (cosines + weight * self._term_coverage(terms, texts)) / (1 + weight)  # stays in [-1, 1]
-        # Headings echo the question's words but answer nothing; they win only where there is nothing else.
-        # The document's own title (its first line) is an answer to questions about the whole document.
+        cosines = np.concatenate([self.data.chunk_sentence_vectors(r) for r in rows]).astype(np.float32) @ query
         headings = np.array([_is_heading(t) and span[0] > 0 for t, span in zip(texts, spans)])
         result, at = [], 0
         for c in chunks:
             part = slice(at, at + len(c.sentences))
-            ranked = np.where(headings[part], combined[part] - 10.0, combined[part])
-            best = at + int(np.argmax(ranked))
-            result.append((spans[best], float(combined[best]), float(cosines[best])))
+            best = at + int(np.argmax(np.where(headings[part], cosines[part] - 10.0, cosines[part])))
+            result.append((spans[best], float(cosines[best])))
             at += len(c.sentences)
         return result
 
-    def _sentence_vectors(self, rows: list[int]) -> np.ndarray:
-        if self.data.sentence_vectors is not None:  # pooled from the chunk's own pass when it was indexed
-            return np.concatenate([self.data.chunk_sentence_vectors(r) for r in rows]).astype(np.float32)
-        # Indexes made before sentence vectors were kept: embed them now, and remember the popular ones.
-        chunks = [self.data.chunks[r] for r in rows]
-        with self._cache_lock:
-            cached = {c.id: self._sentence_cache[c.id] for c in chunks if c.id in self._sentence_cache}
-        missing = [c for c in {c.id: c for c in chunks}.values() if c.id not in cached]
-        if missing:
-            texts = [t for c in missing for t in c.sentence_texts]
-            vectors = self._encode(texts)
-            at = 0
-            for c in missing:
-                cached[c.id] = vectors[at : at + len(c.sentences)]
-                at += len(c.sentences)
-        with self._cache_lock:
-            for c in chunks:
-                self._sentence_cache[c.id] = cached[c.id]
-                self._sentence_cache.move_to_end(c.id)
-            while len(self._sentence_cache) > self.settings.sentence_cache_chunks:
-                self._sentence_cache.popitem(last=False)
-        return np.concatenate([cached[c.id] for c in chunks])
-
-    def _term_coverage(self, terms: set[int], texts: list[str]) -> np.ndarray:
-        total = float(sum(self._idf[t] for t in terms))
-        if not terms or total <= 0:
-            return np.zeros(len(texts), dtype=np.float32)
-        found = [{self._vocab[t] for t in tokens if t in self._vocab} & terms for tokens in bm25_tokenize(texts)]
-        return np.array([sum(self._idf[t] for t in f) / total for f in found], dtype=np.float32)
-
-    def _keyword_hit(self, row: int, score: float, terms: set[str]) -> Hit:
-        # Without the model, the highlight is the sentence sharing the most question terms.
-        chunk = self.data.chunks[row]
-        overlaps = [len(terms & set(t)) for t in bm25_tokenize(chunk.sentence_texts)]
-        best = int(np.argmax(overlaps))
-        return Hit(chunk, score, 0.0, score, chunk.sentences[best], float(overlaps[best]))
+    def _keyword_hits(self, keyword: np.ndarray, k: int, terms: set[str]) -> list[Hit]:
+        """Without the model, the highlight is the sentence sharing the most question terms; its score is the
+        share of the question's terms it holds."""
+        hits = []
+        for row in (i for i in np.argsort(-keyword, kind="stable")[:k] if keyword[i] > 0):
+            chunk = self.data.chunks[row]
+            overlaps = [len(terms & set(t)) for t in bm25_tokenize(chunk.sentence_texts, self.data.manifest.bm25)]
+            best = int(np.argmax(overlaps))
+            hits.append(Hit(chunk, float(keyword[row]), 0.0, float(keyword[row]), chunk.sentences[best],
+                            overlaps[best] / max(len(terms), 1)))
+        return hits

@@ -15,7 +15,8 @@ import numpy as np
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from qa.records import Chunk
 
-FORMAT_VERSION = 1
+# 2: reader versions per file, the BM25 tokenizer and title context always recorded, sentence vectors required.
+FORMAT_VERSION = 2
 # Dense search: exact below this many chunks, HNSW above (recall@10 against exact and latency: `qa bench`).
 # M 48: on SciFact-based synthetic vectors at 1M (scripts/hnsw_params.py) it raised recall from 0.981 (M 32) to
 # 0.995 for +0.8 ms a search and half again the build time. efSearch grows with the size: 256 keeps retrieve()
@@ -72,11 +73,8 @@ class Manifest:
         files = {s: FileEntry(f["sha256"], f["bytes"], f["chunks"], f["text_sha256"], tuple(f.get("page_starts", ())),
                               f.get("extractor", ""), tuple(f.get("notes", ())))
                  for s, f in data["files"].items()}
-        settings = dict(data["settings"])
-        # Manifests written before BM25's parameters had their own entry kept them among the chunk settings.
-        bm25 = data.get("bm25") or {"k1": settings.pop("bm25_k1", 1.2), "b": settings.pop("bm25_b", 0.75)}
-        return Manifest(data["generation"], data["model"], settings, files, data["chunk_count"],
-                        data.get("updated", 0.0), bm25)
+        return Manifest(data["generation"], data["model"], dict(data["settings"]), files, data["chunk_count"],
+                        data.get("updated", 0.0), dict(data["bm25"]))
 
 
 @dataclass
@@ -89,15 +87,21 @@ class IndexData:
     vectors: np.ndarray
     dense: object  # faiss.Index
     bm25: object  # bm25s.BM25
-    # One row per sentence of every chunk, in chunk order (float16; None in indexes made before they were kept).
-    sentence_vectors: np.ndarray | None = None
-    sentence_rows: np.ndarray | None = None  # (start, stop) per chunk: its rows in sentence_vectors
+    # One row per sentence of every chunk, in chunk order (float16), and each chunk's (start, stop) in them.
+    sentence_vectors: np.ndarray
+    sentence_rows: np.ndarray
 
-    def chunk_sentence_vectors(self, row: int) -> np.ndarray | None:
-        if self.sentence_vectors is None or self.sentence_rows is None:
-            return None
+    def chunk_sentence_vectors(self, row: int) -> np.ndarray:
         start, stop = self.sentence_rows[row]
         return self.sentence_vectors[start:stop]
+
+    @functools.cached_property
+    def source_rows(self) -> dict[str, list[int]]:
+        """Each document's chunk rows, found once: citing a passage's context must not scan every chunk."""
+        rows: dict[str, list[int]] = {}
+        for row, chunk in enumerate(self.chunks):
+            rows.setdefault(chunk.source, []).append(row)
+        return rows
 
     def document_text(self, source: str) -> str:
         entry = self.manifest.files[source]
@@ -112,16 +116,21 @@ def _bm25s():
     return bm25s
 
 
-@functools.lru_cache(maxsize=1)
-def _stemmer():  # -> Stemmer.Stemmer; built once, not for every question
+@functools.lru_cache(maxsize=4)
+def _stemmer(language: str):  # -> Stemmer.Stemmer | None; built once, not for every question
+    if not language:
+        return None
     import Stemmer
 
-    return Stemmer.Stemmer("english")
+    return Stemmer.Stemmer(language)
 
 
-def bm25_tokenize(texts: list[str]) -> list[list[str]]:
-    """Lower-cased, English-stemmed word tokens without stop words; the same for chunks and questions."""
-    return _bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
+def bm25_tokenize(texts: list[str], params: dict[str, object]) -> list[list[str]]:
+    """Lower-cased word tokens, stemmed and without stop words as the index's BM25 settings say (the manifest's
+    "bm25"); the same for chunks and questions."""
+    stopwords = str(params.get("stopwords", "")) or None
+    return _bm25s().tokenize(texts, stopwords=stopwords, stemmer=_stemmer(str(params.get("stemmer", ""))),
+                             return_ids=False, show_progress=False)
 
 
 def bm25_from_terms(terms_file: Path, params: dict[str, object]):  # -> bm25s.BM25
@@ -196,22 +205,24 @@ def _read_generation(path: Path, manifest: Manifest, searchable: bool) -> IndexD
     except ValueError as exc:
         raise IndexCorruptError(f"vectors of the index at {path} are damaged ({exc}): rebuild with "
                                 f"`qa index --rebuild --index {path}`") from None
-    sentence_vectors, sentence_rows = None, None
-    if (path / f"sentences.{gen}.npy").is_file():
+    try:
         sentence_vectors = np.load(path / f"sentences.{gen}.npy", allow_pickle=False, mmap_mode="r")
-        counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
-        ends = np.cumsum(counts)
-        sentence_rows = np.stack([ends - counts, ends], axis=1)
-        if len(sentence_vectors) != (ends[-1] if len(ends) else 0):
-            sentence_vectors = None  # unusable, not fatal: the sentences get embedded when asked about
+    except ValueError as exc:
+        raise IndexCorruptError(f"sentence vectors of the index at {path} are damaged ({exc}): rebuild with "
+                                f"`qa index --rebuild --index {path}`") from None
+    counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+    ends = np.cumsum(counts)
+    sentence_rows = np.stack([ends - counts, ends], axis=1) if len(chunks) else np.zeros((0, 2), dtype=np.int64)
+    if len(sentence_vectors) != (ends[-1] if len(ends) else 0):
+        raise IndexCorruptError(f"the sentence vectors of the index at {path} do not match its chunks: rebuild "
+                                f"it with `qa index --rebuild --index {path}`")
     if len(vectors) != len(chunks) or len(chunks) != manifest.chunk_count:
         raise IndexCorruptError(f"the index at {path} is inconsistent: rebuild with `qa index --rebuild --index {path}`")
     if not (path / f"bm25.{gen}").is_dir():
         raise FileNotFoundError(path / f"bm25.{gen}")
     dense = _load_dense(path, gen, vectors) if searchable else None
     bm25 = _bm25s().BM25.load(str(path / f"bm25.{gen}"), mmap=False, load_corpus=False) if searchable else None
-    return IndexData(path, manifest, chunks, vectors, dense, bm25, sentence_vectors,
-                     sentence_rows if sentence_vectors is not None else None)
+    return IndexData(path, manifest, chunks, vectors, dense, bm25, sentence_vectors, sentence_rows)
 
 
 def _load_dense(path: Path, gen: int, vectors: np.ndarray):  # -> faiss.Index

@@ -31,6 +31,10 @@ class Mark:
     term_bytes: int
 
 
+def _tokenizer(bm25: dict[str, object]) -> tuple[object, object]:
+    return bm25.get("stemmer"), bm25.get("stopwords")
+
+
 def chunk_line(c: Chunk) -> str:
     return json.dumps({"id": c.id, "source": c.source, "start": c.start, "end": c.end, "page": c.page, "line": c.line,
                        "sentences": c.sentences, "text": c.text, "context": c.context,
@@ -75,8 +79,9 @@ class GenerationWriter:
     """The files of one new generation, filled as rows arrive: the reading thread adds chunk rows and their BM25
     terms, the embedding thread the same rows' vectors in the same order. Nothing is visible until `commit`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, bm25: dict[str, object]) -> None:
         self.path = path
+        self.bm25 = bm25  # the tokenizer the new generation's terms are made with
         self.gen = next_generation(path)
         self.rows = self.sentence_rows = 0
         self._opened = False
@@ -100,7 +105,8 @@ class GenerationWriter:
         """Chunk rows and their BM25 terms (tokenised here, while the model embeds earlier rows)."""
         self._open()
         self._chunks.write("".join(chunk_line(c) for c in chunks))
-        self._terms.write("".join(" ".join(t) + "\n" for t in bm25_tokenize([c.index_text for c in chunks])))
+        self._terms.write("".join(" ".join(t) + "\n" for t in bm25_tokenize([c.index_text for c in chunks],
+                                                                             self.bm25)))
         self.rows += len(chunks)
         self.sentence_rows += sum(len(c.sentences) for c in chunks)
 
@@ -133,12 +139,12 @@ class GenerationWriter:
         terms_file = old.path / f"terms.{gen}.txt"
         with open(old.path / f"chunks.{gen}.jsonl", encoding="utf-8") as lines:
             self._chunks.writelines(line for line, wanted in zip(lines, keep) if wanted)
-        if terms_file.is_file():
+        if _tokenizer(old.manifest.bm25) == _tokenizer(self.bm25):
             with open(terms_file, encoding="utf-8") as lines:
                 self._terms.writelines(line for line, wanted in zip(lines, keep) if wanted)
-        else:  # an index from before the terms were kept: tokenise its chunks once
+        else:  # the tokenizer changed: the kept chunks are tokenized again (nothing is embedded)
             kept = [old.chunks[row].index_text for row in np.flatnonzero(keep)]
-            self._terms.writelines(" ".join(t) + "\n" for t in bm25_tokenize(kept))
+            self._terms.writelines(" ".join(t) + "\n" for t in bm25_tokenize(kept, self.bm25))
         for begin in range(0, len(keep), _COPY_ROWS):
             self._vectors.append(np.asarray(old.vectors[begin : begin + _COPY_ROWS][keep[begin : begin + _COPY_ROWS]]))
         counts = np.diff(old.sentence_rows, axis=1)[:, 0]

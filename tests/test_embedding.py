@@ -135,3 +135,36 @@ def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_pa
     query = fake_embedder.encode(["topic 3 item 10"])
     # Hash vectors tie often, so the scores are compared: the same best five, whichever of the tied rows.
     assert np.allclose(data.dense.search(query, 5)[0], flat.search(query, 5)[0], atol=1e-5)
+
+
+THREADS, ROUNDS = 24, 12
+
+
+def test_torch_backend_is_safe_across_threads(embedders):
+    # The web chat encodes from several threads at once. Mixed lengths, some past the model's 256 tokens so that
+    # truncation is exercised, from many threads: every call must succeed and give what it gives alone.
+    import threading
+
+    model = embedders["torch"]
+    texts = [("word " * n).strip() + f" number {n}." for n in (1, 7, 30, 120, 400, 3, 60, 300)]
+    expected = [model.encode([t])[0] for t in texts]
+    errors: list[BaseException] = []
+    results: dict[tuple[int, int], np.ndarray] = {}
+
+    def work(thread: int) -> None:
+        try:
+            for round_ in range(ROUNDS):
+                batch = [texts[(thread + round_ + i) % len(texts)] for i in range(1 + (thread + round_) % 8)]
+                vectors = model.encode(batch)
+                results[(thread, round_)] = vectors
+                for text, vector in zip(batch, vectors):
+                    assert float(vector @ expected[texts.index(text)]) > 0.999
+        except BaseException as exc:  # noqa: BLE001 (reported below, with the thread's error)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(results) == THREADS * ROUNDS

@@ -64,3 +64,24 @@ def test_qa_eval_end_to_end_on_a_scifact_slice(tmp_path):
     out = subprocess.run([*QA, "eval", str(SCIFACT), "--max-queries", "12", "--max-docs", "60", "--json",
                           "--mode", "keyword", "--cache", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["ndcg@10"] == again["ndcg@10"]
+
+
+def test_eval_scores_documents_whose_ids_are_not_file_names(tmp_path, settings):
+    # DBPedia-style ids ("<dbpedia:Paris>") and Touché-style ids ("a/b.c") get hashed file names in the eval
+    # corpus; the ranking must still name the ids the judgments use.
+    from qa.evaluation import evaluate
+
+    docs = {"<dbpedia:Paris>": ("Paris", "Paris is the capital of France, on the Seine."),
+            "arg/2019.v1": ("Penguins", "Emperor penguins breed on the Antarctic sea ice in winter."),
+            "plain": ("Volcanoes", "Mount Etna is the most active volcano in Europe.")}
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d, "title": t, "text": x})
+                                                     for d, (t, x) in docs.items()), encoding="utf-8")
+    questions = {"q1": "What is the capital of France?", "q2": "Where do emperor penguins breed?",
+                 "q3": "Which volcano is the most active in Europe?"}
+    (tmp_path / "queries.jsonl").write_text("\n".join(json.dumps({"_id": q, "text": t}) for q, t in questions.items()),
+                                            encoding="utf-8")
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t<dbpedia:Paris>\t1\n"
+                                                 "q2\targ/2019.v1\t1\nq3\tplain\t1\n", encoding="utf-8")
+    result = evaluate(tmp_path, settings, cache=tmp_path / "cache")
+    assert result["ndcg@10"] == pytest.approx(1.0) and result["recall@10"] == 1.0

@@ -124,7 +124,6 @@ def test_aes_pdf_with_a_password_is_reported_as_such(tmp_path):
 
 
 def test_pdf_page_labels_kept_next_to_the_physical_page(tmp_path):
-    import pypdfium2  # noqa: F401 (labels are read by PDFium)
     from pypdf import PdfReader, PdfWriter
     from pypdf.constants import PageLabelStyle
 

@@ -164,21 +164,42 @@ def test_bm25_parameters_change_without_reembedding(tmp_path, folder, fake_embed
     assert not (report.added or report.changed or report.removed)
     assert fake_embedder.calls == [] and report.total_chunks == len(before.chunks)
     after = read_index(s.index_dir)
-    assert after.manifest.bm25 == {"k1": 0.5, "b": 0.3} and after.manifest.generation > before.manifest.generation
+    assert after.manifest.bm25 == {"k1": 0.5, "b": 0.3, "stemmer": "english", "stopwords": "en"}
+    assert after.manifest.generation > before.manifest.generation
     assert (after.bm25.k1, after.bm25.b) == (0.5, 0.3)
     assert np.array_equal(after.vectors, before.vectors)
 
 
-def test_manifest_from_before_bm25_had_its_own_entry_still_loads(tmp_path, folder, fake_embedder):
+def test_bm25_tokenizer_is_recorded_and_a_change_retokenizes_without_reembedding(tmp_path, fake_embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The runners were running through the gardens.", encoding="utf-8")
+    (docs / "b.txt").write_text("A quiet library of old maps.", encoding="utf-8")
+    s = _settings(tmp_path)
+    index_paths([docs], s, embedder=fake_embedder)
+    terms = (s.index_dir / f"terms.{read_index(s.index_dir).manifest.generation}.txt").read_text()
+    assert "run" in terms.split() and "the" not in terms.split()  # stemmed, stop words out
+    fake_embedder.calls.clear()
+    plain = s.with_(bm25_stemmer="", bm25_stopwords="")
+    report = index_paths([docs], plain, embedder=fake_embedder)
+    assert report.wrote is False and fake_embedder.calls == []
+    data = read_index(plain.index_dir)
+    assert data.manifest.bm25["stemmer"] == "" and data.manifest.bm25["stopwords"] == ""
+    terms = (plain.index_dir / f"terms.{data.manifest.generation}.txt").read_text().split()
+    assert "running" in terms and "the" in terms and "run" not in terms
+
+
+def test_an_index_of_an_older_format_is_refused_with_the_rebuild_command(tmp_path, folder, fake_embedder):
     s = _settings(tmp_path)
     index_paths([folder], s, embedder=fake_embedder)
     data = json.loads((s.index_dir / MANIFEST).read_text())
-    bm25 = data.pop("bm25")
-    data["settings"].update({"bm25_k1": bm25["k1"], "bm25_b": bm25["b"]})
+    data["format_version"] = 1
     (s.index_dir / MANIFEST).write_text(json.dumps(data))
-    assert read_index(s.index_dir).manifest.bm25 == {"k1": 1.2, "b": 0.75}
-    fake_embedder.calls.clear()
-    assert not index_paths([folder], s, embedder=fake_embedder).wrote and fake_embedder.calls == []
+    with pytest.raises(IndexMismatchError, match="qa index --rebuild"):
+        read_index(s.index_dir)
+    with pytest.raises(IndexMismatchError, match="qa index --rebuild"):
+        index_paths([folder], s, embedder=fake_embedder)
+    assert index_paths([folder], s, embedder=fake_embedder, rebuild=True).wrote
 
 
 def test_the_web_chat_rebuilds_an_index_made_with_other_settings(tmp_path, settings):

@@ -103,3 +103,49 @@ def test_broken_link_unreadable_and_vanishing_files_are_reported(tmp_path, fake_
     assert "disappeared" in reasons["vanished.txt"]
     assert {f.source: f.reason for f in report.skipped}["dangling.txt"].startswith("broken link")
     assert report.added == ("good.txt",)
+
+
+def test_answers_and_their_context_survive_commits_from_another_thread(tmp_path, settings):
+    # The web chat answers while an upload or a removal commits a new version of the index. An answer's
+    # passages and their context come from one version; asking about a removed document is a QAError at worst.
+    import threading
+
+    from qa.api import Retriever, build_index
+    from qa.errors import QAError
+
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Apples grow in orchards. They ripen in autumn.", encoding="utf-8")
+    (corpus / "b.txt").write_text("Bees make honey from nectar. A hive holds thousands of bees.", encoding="utf-8")
+    s = settings.with_(index_dir=index)
+    build_index([corpus], settings=s)
+    retriever = Retriever(index, settings=s)
+    stop, errors, answered = threading.Event(), [], [0]
+
+    def ask() -> None:
+        while not stop.is_set():
+            try:
+                answer = retriever.ask("How do bees make honey?")
+                for passage in answer.passages:
+                    retriever.context(passage, answer=answer)
+                    answered[0] += 1
+                    retriever.context(passage)  # the newest version: may no longer hold it
+            except QAError:
+                pass
+            except Exception as exc:  # noqa: BLE001 (what the test is about)
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=ask) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    hidden = tmp_path / "b.txt"
+    for _ in range(6):
+        (corpus / "b.txt").replace(hidden)
+        build_index([corpus], settings=s, wait=30)
+        hidden.replace(corpus / "b.txt")
+        build_index([corpus], settings=s, wait=30)
+    stop.set()
+    for reader in readers:
+        reader.join()
+    assert errors == [] and answered[0] > 0
