@@ -148,7 +148,8 @@ _retrievers_lock = threading.Lock()
 _RETRIEVERS_KEPT = 4
 
 
-def retrieve(question: str, k: int = 5, index: str | Path | None = None, mode: str | None = None) -> list[Passage]:
+def retrieve(question: str, k: int | None = None, index: str | Path | None = None,
+             mode: str | None = None) -> list[Passage]:
     """Cited passages answering `question`, best first; empty when the documents do not answer it."""
     settings = _settings(None, index)
     key = settings.index_dir.resolve()

@@ -113,12 +113,12 @@ def _synthetic(base: IndexData, size: int) -> IndexData:
     """`size` rows (see synthetic_vectors); texts and BM25 repeat the real ones."""
     n = len(base.chunks)
     vectors = synthetic_vectors(base.vectors, size)
-    tokens = bm25_tokenize([c.index_text for c in base.chunks])
+    tokens = bm25_tokenize([c.index_text for c in base.chunks], base.manifest.bm25)
     from qa.store import _bm25s
 
     bm25 = _bm25s().BM25(k1=float(base.manifest.bm25["k1"]), b=float(base.manifest.bm25["b"]))
     bm25.index([tokens[i % n] for i in range(size)], show_progress=False)
-    rows = base.sentence_rows[np.arange(size) % n] if base.sentence_rows is not None else None
+    rows = base.sentence_rows[np.arange(size) % n]
     return replace(base, chunks=_Tiled(list(base.chunks), size), vectors=vectors, dense=build_dense(vectors),
                    bm25=bm25, sentence_rows=rows, manifest=replace(base.manifest, chunk_count=size))
 
@@ -199,9 +199,8 @@ def bench(data: Path | None, settings: Settings, files: int = 1000, sizes: tuple
                         embedder=shared_embedder(settings))
             base = read_index(work / "index", searchable=False)
         real = min(len(base.chunks), needed)
-        rows = base.sentence_rows[:real] if base.sentence_rows is not None else None
         base = replace(base, chunks=list(base.chunks[:real]), vectors=np.asarray(base.vectors[:real]),
-                       sentence_rows=rows)  # its dense and BM25 indexes are rebuilt for each size
+                       sentence_rows=base.sentence_rows[:real])  # its dense and BM25 indexes are rebuilt for each size
         result["query"] = query(base, settings, questions, list(sizes), say)
     return result
 

@@ -182,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="print the passages that answer a question")
     p.add_argument("question")
     p.add_argument("--index", help="index folder (default: index/, built first if missing)")
-    p.add_argument("--k", type=int, default=5, help="number of passages (default 5)")
+    p.add_argument("--k", type=int, help="number of passages (default: Settings.k, 5)")
     p.add_argument("--mode", choices=MODES, help="retrieval mode (default hybrid)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_ask)

@@ -7,6 +7,17 @@ from pathlib import Path
 from typing import Literal
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def home(project: Path = PROJECT_DIR, cwd: Path | None = None) -> Path:
+    """Where `index/` and `corpus/` live by default: the repository when qa runs from its source tree, else the
+    working directory when it has either folder, else the user's data folder (never next to site-packages)."""
+    if (project / "pyproject.toml").is_file() and (project / "qa").is_dir():
+        return project
+    cwd = Path.cwd() if cwd is None else cwd
+    if (cwd / "index").is_dir() or (cwd / "corpus").is_dir():
+        return cwd
+    return _env_path("XDG_DATA_HOME", Path.home() / ".local" / "share") / "docqa"
 Mode = Literal["hybrid", "semantic", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "keyword")
 
@@ -29,8 +40,8 @@ def _env_path(name: str, default: Path) -> Path:
 class Settings:
     """Everything that shapes an index or a search. Fields that shape the index go into its manifest."""
 
-    index_dir: Path = field(default_factory=lambda: _env_path("QA_INDEX_DIR", PROJECT_DIR / "index"))
-    corpus_dir: Path = field(default_factory=lambda: _env_path("QA_CORPUS_DIR", PROJECT_DIR / "corpus"))
+    index_dir: Path = field(default_factory=lambda: _env_path("QA_INDEX_DIR", home() / "index"))
+    corpus_dir: Path = field(default_factory=lambda: _env_path("QA_CORPUS_DIR", home() / "corpus"))
     model_path: str = field(default_factory=lambda: os.environ.get("QA_MODEL_PATH") or _bundled_model_path())
     model_name: str = "all-MiniLM-L6-v2"
     # "auto": an existing index's backend, else OpenVINO int8 when installed, else torch (see qa/embedding.py).
@@ -39,12 +50,12 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: _env_path(
         "QA_CACHE_DIR", _env_path("XDG_CACHE_HOME", Path.home() / ".cache") / "docqa"))
     # Chunk size and overlap in model tokens; 256 is the model's max sequence length (incl. 2 special tokens).
-    # 160/32 was best on SciFact train (scripts/tune_chunks.py): nDCG@10 0.7472, against 0.7414 at 128/32,
-    # 0.7386 at 144/32, 0.7401 at 176/32, 0.7457 at 160/48, 0.7428 at 160/64, 0.7412 at 192/48, 0.7315 at 96/24.
+    # 160/32 was best on SciFact train (docs/evaluation.md; `experiments/sweep.py chunk_tokens=...`): nDCG@10
+    # 0.7472, against 0.7414 at 128/32, 0.7386 at 144/32, 0.7401 at 176/32, 0.7457 at 160/48, 0.7412 at 192/48.
     chunk_tokens: int = 160
     overlap_tokens: int = 32
     # Give every chunk its document's title (first line) as context for the model and BM25. On: on SciFact train
-    # it scored nDCG@10 0.7373 against 0.7336 without (scripts/tune_scifact.py, OpenVINO int8, sentence vectors
+    # it scored nDCG@10 0.7373 against 0.7336 without (docs/evaluation.md, OpenVINO int8, sentence vectors
     # pooled from the chunk's pass; with torch and separately embedded sentences it had lost, 0.7197 vs 0.723).
     title_context: bool = True
     # Files larger than this are reported and skipped (QA_MAX_FILE_MB, default 200).
@@ -52,7 +63,7 @@ class Settings:
     mode: Mode = "hybrid"
     k: int = 5
     # Weight of the dense cosine in the hybrid score; the rest goes to the query-normalised BM25 score.
-    # This and the two sentence weights below were tuned on SciFact *train* (scripts/tune_scifact.py).
+    # This and the sentence weight below were tuned on SciFact *train* (docs/evaluation.md; experiments/sweep.py).
     alpha: float = 0.7
     # Abstain when the best sentence's cosine with the question is below this. Measured, not guessed:
     # `qa calibrate tests/data/seed_questions.json --unrelated ../shared/eval/scifact` put it at 0.273 with

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from qa.api import Retriever, build_index
 from qa.embedding import resolve_backend
-from qa.config import PROJECT_DIR, Settings
+from qa.config import Settings, home
 from qa.errors import InputPathError
 
-CACHE_DIR = PROJECT_DIR / ".qa-cache" / "eval"
+CACHE_DIR = home() / ".qa-cache" / "eval"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from qa.records import Chunk
 # 2: reader versions per file, the BM25 tokenizer and title context always recorded, sentence vectors required.
 FORMAT_VERSION = 2
 # Dense search: exact below this many chunks, HNSW above (recall@10 against exact and latency: `qa bench`).
-# M 48: on SciFact-based synthetic vectors at 1M (scripts/hnsw_params.py) it raised recall from 0.981 (M 32) to
+# M 48: on SciFact-based synthetic vectors at 1M (experiments/hnsw_params.py) it raised recall from 0.981 (M 32) to
 # 0.995 for +0.8 ms a search and half again the build time. efSearch grows with the size: 256 keeps retrieve()
 # under 5 ms at 100k (3.8 ms against 5.2 ms at 512), 512 keeps recall@10 at 1M at 0.988.
 EXACT_SEARCH_LIMIT = 50_000

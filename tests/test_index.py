@@ -239,3 +239,16 @@ def test_a_changed_reader_re_extracts_exactly_its_files(tmp_path, fake_embedder)
     assert not index_paths([docs], s, embedder=fake_embedder).wrote and fake_embedder.calls == []
     data = read_index(s.index_dir)
     assert {c.source for c in data.chunks} == set(after)
+
+
+def test_default_folders_are_never_next_to_site_packages(tmp_path, monkeypatch):
+    from qa.config import PROJECT_DIR, home
+
+    assert home() == PROJECT_DIR  # run from the repository: its own index/ and corpus/
+    installed = tmp_path / "site-packages"  # a plain `pip install`: no pyproject.toml beside the package
+    (installed / "qa").mkdir(parents=True)
+    work = tmp_path / "work"
+    (work / "corpus").mkdir(parents=True)
+    assert home(installed, work) == work
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert home(installed, tmp_path / "elsewhere") == tmp_path / "data" / "docqa"

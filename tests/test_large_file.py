@@ -131,8 +131,8 @@ def test_a_file_failing_midway_leaves_none_of_its_rows(tmp_path, monkeypatch, fa
 @pytest.mark.slow
 def test_a_100_mb_text_file_is_indexed_with_bounded_memory():
     # Random vectors stand in for the model (it would take half an hour here); reading, decoding, chunking, BM25,
-    # HNSW and writing are the real pipeline. `scripts/big_file.py` without the flag runs the model too.
-    done = subprocess.run([sys.executable, "scripts/big_file.py", "--size-mb", "100", "--fake-embedder"], cwd=ROOT,
+    # HNSW and writing are the real pipeline. `experiments/big_file.py` without the flag runs the model too.
+    done = subprocess.run([sys.executable, "experiments/big_file.py", "--size-mb", "100", "--fake-embedder"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr + done.stdout
     result = json.loads(done.stdout.splitlines()[-1])

@@ -168,7 +168,7 @@ def _ask(page, question: str, answers_before: int | None = None) -> None:
     page.wait_for_function(f"document.querySelectorAll('.qa-answer').length > {before}", timeout=60_000)
 
 
-def test_browser_question_shows_cited_highlight_and_context(page):
+def test_browser_question_shows_cited_highlight_and_context(page, tmp_path_factory):
     _ask(page, "How much has Taiwan invested directly in Japan?")
     first = page.locator(".qa-cite").first
     assert SEED.name in first.locator(".qa-head").inner_text()
@@ -190,8 +190,11 @@ def test_browser_question_shows_cited_highlight_and_context(page):
     _ask(page, "What was the bilateral trade volume between Japan and Taiwan in 2020?", answers_before=0)
     page.locator(".qa-cite").first.locator("details summary").click()
     page.locator(".qa-question").first.scroll_into_view_if_needed()
-    (ROOT / "docs").mkdir(exist_ok=True)
-    page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+    # Written into the source tree only when asked (QA_SCREENSHOT=docs/screenshot.png), so that a test run leaves
+    # `git status` clean; the file is looked at after every run either way.
+    target = Path(os.environ.get("QA_SCREENSHOT") or tmp_path_factory.mktemp("shots") / "screenshot.png")
+    page.screenshot(path=str(target))
+    assert target.stat().st_size > 10_000
 
 
 def test_browser_upload_pdf_then_ask_about_it(page, server, tmp_path):

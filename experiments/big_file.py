@@ -1,4 +1,4 @@
-"""Index one very large text file and report the indexer's peak memory: `python scripts/big_file.py [--size-mb 100]`.
+"""Index one very large text file and report the indexer's peak memory: `python experiments/big_file.py [--size-mb 100]`.
 
 The file is generated (deterministic pseudo-words, paragraphs of five sentences, one known sentence planted at 70%),
 indexed by a child process, and checked: the planted sentence must come back from a keyword search with its exact

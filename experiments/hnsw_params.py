@@ -1,6 +1,6 @@
 """HNSW parameters at a million chunks: recall@10 against exact search and search time for M x efSearch.
 
-Usage: .venv/bin/python scripts/hnsw_params.py INDEX_DIR [DATASET_DIR]
+Usage: .venv/bin/python experiments/hnsw_params.py INDEX_DIR [DATASET_DIR]
 INDEX_DIR is any index with real vectors (e.g. the SciFact one `qa eval` caches in .qa-cache/eval/*/index); the
 million rows are those vectors plus mixtures of two of them with noise, as in `qa bench`. Queries: the dataset's
 test questions. Prints one JSON line per setting. Takes about 15 minutes on two cores.

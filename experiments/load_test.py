@@ -1,6 +1,6 @@
 """Load test: N concurrent gradio_client clients x M questions against a live server on this machine.
 
-Usage: .venv/bin/python scripts/load_test.py [--clients 16] [--questions 50] [--url URL]
+Usage: .venv/bin/python experiments/load_test.py [--clients 16] [--questions 50] [--url URL]
 Without --url it starts `qa serve` on a free port over a copy of corpus/ and stops it afterwards. Every answer is
 checked against its own question (the expected passage, or nothing for off-topic questions). Prints errors,
 wrong answers and p50/p95 latency; exits non-zero on any error or wrong answer.

@@ -1,6 +1,6 @@
 """Print the core figures quoted in the README: index time, query latency and abstention on the default article.
 
-Usage: .venv/bin/python scripts/core_figures.py [--json]
+Usage: .venv/bin/python experiments/core_figures.py [--json]
 """
 from __future__ import annotations
 
