@@ -31,7 +31,7 @@ import sys
 import numpy as np
 from pathlib import Path
 from qa.config import Settings
-from qa.indexing import index_paths
+from qa.index.sync import index_paths
 
 class RandomEmbedder:
     name, backend, dim = "random-384", "fake", 384
@@ -106,7 +106,7 @@ def run(size_mb: float, fake: bool, work: Path) -> dict[str, object]:
 
     from qa.config import Settings
     from qa.retrieval import Searcher
-    from qa.store import read_index
+    from qa.index.store import read_index
 
     data = read_index(index)
     hits = Searcher(data, Settings(), None).search(QUESTION, k=1, mode="keyword").hits

@@ -23,7 +23,7 @@ from qa.api import shared_embedder  # noqa: E402
 from qa.bench import synthetic_vectors  # noqa: E402
 from qa.config import Settings  # noqa: E402
 from qa.evaluation import load_beir  # noqa: E402
-from qa.store import read_index  # noqa: E402
+from qa.index.store import read_index  # noqa: E402
 
 SIZE = 1_000_000
 SETTINGS = [(32, 64), (48, 64), (32, 128)]  # (M, efConstruction)

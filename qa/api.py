@@ -10,10 +10,10 @@ from qa.citations import Context, cite, context
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import IndexChangedError, IndexMissingError, QAError
-from qa.indexing import IndexProgress, index_paths, model_info
+from qa.index.sync import IndexProgress, index_paths, model_info
 from qa.records import IndexReport, Passage
 from qa.retrieval import Searcher
-from qa.store import MANIFEST, IndexData, check_compatible, read_index, read_manifest
+from qa.index.store import MANIFEST, IndexData, check_compatible, read_index, read_manifest
 
 _embedders: dict[tuple[str, str], Embedder] = {}
 _embedders_lock = threading.Lock()

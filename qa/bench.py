@@ -19,10 +19,12 @@ from qa.api import shared_embedder
 from qa.citations import cite
 from qa.config import PROJECT_DIR, Settings
 from qa.evaluation import Dataset, load_beir, write_corpus
-from qa.indexing import index_paths
+from qa.index.sync import index_paths
 from qa.records import Chunk
 from qa.retrieval import Searcher
-from qa.store import IndexData, approximate, bm25_tokenize, build_dense, read_index
+from qa.index.dense import DenseIndex
+from qa.index.keyword import KeywordIndex, bm25_tokenize
+from qa.index.store import IndexData, read_index
 
 Progress = Callable[[str], None]
 DEFAULT_DATA = PROJECT_DIR.parent / "shared" / "eval" / "scifact"
@@ -114,12 +116,9 @@ def _synthetic(base: IndexData, size: int) -> IndexData:
     n = len(base.chunks)
     vectors = synthetic_vectors(base.vectors, size)
     tokens = bm25_tokenize([c.index_text for c in base.chunks], base.manifest.bm25)
-    from qa.store import _bm25s
-
-    bm25 = _bm25s().BM25(k1=float(base.manifest.bm25["k1"]), b=float(base.manifest.bm25["b"]))
-    bm25.index([tokens[i % n] for i in range(size)], show_progress=False)
+    bm25 = KeywordIndex.from_tokens([tokens[i % n] for i in range(size)], base.manifest.bm25)
     rows = base.sentence_rows[np.arange(size) % n]
-    return replace(base, chunks=_Tiled(list(base.chunks), size), vectors=vectors, dense=build_dense(vectors),
+    return replace(base, chunks=_Tiled(list(base.chunks), size), vectors=vectors, dense=DenseIndex.build(vectors),
                    bm25=bm25, sentence_rows=rows, manifest=replace(base.manifest, chunk_count=size))
 
 
@@ -143,12 +142,12 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
             latencies.append((time.perf_counter() - t) * 1000)
         latencies.sort()
         queries = embedder.encode(questions)
-        exact = build_dense(data.vectors, exact_limit=len(data.vectors))
+        exact = DenseIndex.build(data.vectors, exact_limit=len(data.vectors))
         _, truth = exact.search(queries, 10)
         _, found = data.dense.search(queries, 10)
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
         out.append({"chunks": size, "vectors": "real" if size <= len(base.chunks) else "synthetic",
-                    "dense_index": "hnsw" if approximate(size) else "exact", "build_s": round(build, 1),
+                    "dense_index": "hnsw" if DenseIndex.approximate(size) else "exact", "build_s": round(build, 1),
                     "p50_ms": round(statistics.median(latencies), 2),
                     "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
                     "recall_at_10_vs_exact": round(recall, 4)})

@@ -5,7 +5,7 @@ import html
 from dataclasses import dataclass
 
 from qa.records import Hit, Passage
-from qa.store import IndexData
+from qa.index.store import IndexData
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from qa.config import MODES, Settings
 from qa.embedding import Embedder
 from qa.errors import QuestionError
 from qa.records import Hit
-from qa.store import IndexData, bm25_tokenize
+from qa.index.keyword import bm25_tokenize
+from qa.index.store import IndexData
 
 _WORD = re.compile(r"\w", re.UNICODE)
 _SENTENCE_END = tuple(".!?。！？…\"”’')»")
@@ -63,7 +64,6 @@ class Searcher:
         self.data = data
         self.settings = settings
         self.embedder = embedder
-        self._vocab: dict[str, int] = dict(data.bm25.vocab_dict)
 
     def search(self, question: str, k: int | None = None, mode: str | None = None,
                rerank: int | None = None) -> SearchResult:
@@ -81,7 +81,7 @@ class Searcher:
         question = clean_question(question, s.max_question_chars)
         # The question is tokenized once, as the index's chunks were: its terms feed BM25 and the keyword highlight.
         terms = bm25_tokenize([question], self.data.manifest.bm25)[0]
-        keyword = self._bm25_scores([self._vocab[t] for t in terms if t in self._vocab])
+        keyword = self.data.bm25.scores(terms, len(self.data.chunks))
         if mode == "keyword":
             hits = self._keyword_hits(keyword, k, set(terms))
             relevance = hits[0].highlight_score if hits else 0.0
@@ -126,7 +126,7 @@ class Searcher:
     def _candidates(self, query: np.ndarray, pool: int, keyword: np.ndarray | None) -> np.ndarray:
         """Rows to score: the `pool` nearest chunks, and (given BM25 scores, some above 0) the `pool` best
         keyword matches."""
-        _, ids = self.data.dense.search(query[None, :], pool)
+        _, ids = self.data.dense.search(query[None, :], pool)  # rows of -1 where the index holds fewer
         candidates = {int(i) for i in ids[0] if i >= 0}
         if keyword is not None:
             candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
@@ -136,11 +136,6 @@ class Searcher:
         if self.embedder is None:
             raise QuestionError("this search needs the embedding model; use mode 'keyword' or load the model")
         return self.embedder.encode(texts)
-
-    def _bm25_scores(self, term_ids: list[int]) -> np.ndarray:
-        if not term_ids or not self.data.chunks:
-            return np.zeros(len(self.data.chunks), dtype=np.float32)
-        return np.asarray(self.data.bm25.get_scores_from_ids(term_ids), dtype=np.float32)
 
     def _best_sentences(self, query: np.ndarray, rows: list[int]) -> list[tuple[tuple[int, int], float]]:
         """Each chunk's best sentence (the highlight) by its cosine with the question: (span, cosine).

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import QA, ROOT
 from qa.api import Retriever
-from qa.store import read_index, read_manifest
+from qa.index.store import read_index, read_manifest
 
 KILLS = int(os.environ.get("QA_CRASH_KILLS", "20"))
 FILES = 300

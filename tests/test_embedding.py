@@ -101,27 +101,26 @@ def test_backend_is_recorded_and_never_mixed(tmp_path, settings):
 
 
 def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_path, fake_embedder):
-    import faiss
-
-    import qa.store
+    import qa.index.dense
     from qa.config import Settings
-    from qa.indexing import index_paths
-    from qa.store import build_dense, read_index
+    from qa.index.dense import DenseIndex
+    from qa.index.store import read_index
+    from qa.index.sync import index_paths
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(50, 64))
     vectors = (centres[rng.integers(0, 50, 5000)] + rng.normal(0, 0.3, (5000, 64))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[rng.integers(0, 5000, 200)] + rng.normal(0, 0.1, (200, 64)).astype(np.float32)
-    exact = build_dense(vectors)
-    approximate = build_dense(vectors, exact_limit=1000)
-    assert isinstance(exact, faiss.IndexFlatIP) and isinstance(approximate, faiss.IndexHNSWFlat)
+    exact = DenseIndex.build(vectors)
+    approximate = DenseIndex.build(vectors, exact_limit=1000)
+    assert not exact.approximate_search and approximate.approximate_search
     _, truth = exact.search(queries, 10)
     _, found = approximate.search(queries, 10)
     assert np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]) >= 0.95
 
     # Written with the index beyond the limit, read back, and it answers as exact search does.
-    monkeypatch.setattr(qa.store, "EXACT_SEARCH_LIMIT", 20)
+    monkeypatch.setattr(qa.index.dense, "EXACT_SEARCH_LIMIT", 20)
     folder = tmp_path / "docs"
     folder.mkdir()
     for i in range(40):
@@ -130,8 +129,8 @@ def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_pa
     index_paths([folder], s, embedder=fake_embedder)
     data = read_index(s.index_dir)
     gen = data.manifest.generation
-    assert (s.index_dir / f"dense.{gen}.faiss").is_file() and isinstance(data.dense, faiss.IndexHNSWFlat)
-    flat = build_dense(np.asarray(data.vectors), exact_limit=len(data.vectors))
+    assert (s.index_dir / f"dense.{gen}.faiss").is_file() and data.dense.approximate_search
+    flat = DenseIndex.build(np.asarray(data.vectors), exact_limit=len(data.vectors))
     query = fake_embedder.encode(["topic 3 item 10"])
     # Hash vectors tie often, so the scores are compared: the same best five, whichever of the tied rows.
     assert np.allclose(data.dense.search(query, 5)[0], flat.search(query, 5)[0], atol=1e-5)

@@ -10,9 +10,9 @@ import pytest
 from conftest import make_mixed_folder
 from qa.config import Settings
 from qa.errors import EmptyCorpusError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
-from qa.indexing import index_paths
-from qa.store import MANIFEST, read_index
-from qa.writer import lock
+from qa.index.sync import index_paths
+from qa.index.store import MANIFEST, read_index
+from qa.index.writer import lock
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_changed_file_alone_is_reembedded_and_deleted_file_disappears(tmp_path, 
     for i, c in enumerate(after.chunks):
         if c.id in kept:  # reused rows keep their vectors exactly
             assert np.array_equal(after.vectors[i], kept[c.id])
-    assert len(after.chunks) == after.dense.ntotal == len(after.vectors)
+    assert len(after.chunks) == after.dense.size == len(after.vectors)
 
 
 def test_bad_file_does_not_stop_others_and_previous_version_is_kept(tmp_path, fake_embedder):
@@ -166,7 +166,7 @@ def test_bm25_parameters_change_without_reembedding(tmp_path, folder, fake_embed
     after = read_index(s.index_dir)
     assert after.manifest.bm25 == {"k1": 0.5, "b": 0.3, "stemmer": "english", "stopwords": "en"}
     assert after.manifest.generation > before.manifest.generation
-    assert (after.bm25.k1, after.bm25.b) == (0.5, 0.3)
+    assert (after.bm25.bm25.k1, after.bm25.bm25.b) == (0.5, 0.3)
     assert np.array_equal(after.vectors, before.vectors)
 
 

@@ -8,16 +8,16 @@ import sys
 
 import pytest
 
-import qa.indexing
+import qa.index.sync
 import qa.loaders
 from conftest import ROOT
 from qa.chunking import Chunker, sentence_offsets
 from qa.config import Settings
 from qa.errors import UnreadableFileError
-from qa.indexing import index_paths
+from qa.index.sync import index_paths
 from qa.loaders import decode_text, stream_text
 from qa.retrieval import Searcher
-from qa.store import read_index
+from qa.index.store import read_index
 
 
 def _stream(path, read_bytes, block_chars, monkeypatch) -> list[str]:
@@ -109,7 +109,7 @@ def test_a_file_failing_midway_leaves_none_of_its_rows(tmp_path, monkeypatch, fa
     monkeypatch.setattr(qa.loaders, "STREAM_BYTES", 10_000)
     folder = _big_folder(tmp_path)
     (folder / "later.txt").write_text("A later note about ferries to Tromso.", encoding="utf-8")
-    real = qa.indexing.stream_text
+    real = qa.index.sync.stream_text
 
     def failing(path, on_bytes, block_chars=4_000):
         for number, block in enumerate(real(path, on_bytes, block_chars)):
@@ -117,13 +117,13 @@ def test_a_file_failing_midway_leaves_none_of_its_rows(tmp_path, monkeypatch, fa
                 raise UnreadableFileError("cannot read it: Input/output error")
             yield block
 
-    monkeypatch.setattr(qa.indexing, "stream_text", failing)
+    monkeypatch.setattr(qa.index.sync, "stream_text", failing)
     s = Settings(index_dir=tmp_path / "idx")
     report = index_paths([folder], s, embedder=fake_embedder)
     assert [f.source for f in report.failed] == ["big.txt"] and "Input/output" in report.failed[0].reason
     data = read_index(s.index_dir)
     assert {c.source for c in data.chunks} == {"later.txt", "small.txt"}
-    assert len(data.chunks) == len(data.vectors) == data.dense.ntotal == data.manifest.chunk_count == 2
+    assert len(data.chunks) == len(data.vectors) == data.dense.size == data.manifest.chunk_count == 2
     assert len(data.sentence_vectors) == sum(len(c.sentences) for c in data.chunks)
     assert list((s.index_dir / "docs").iterdir()) and not list((s.index_dir / "docs").glob("*.tmp"))
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import QA, ROOT
 from qa.chunking import MODEL_MAX_TOKENS, Chunker
 from qa.config import Settings
-from qa.indexing import index_paths
-from qa.store import read_index
+from qa.index.sync import index_paths
+from qa.index.store import read_index
 
 
 def _corpus(folder, files=40):
@@ -91,7 +91,7 @@ def test_broken_link_unreadable_and_vanishing_files_are_reported(tmp_path, fake_
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", guarded_open)
-    from qa import indexing
+    from qa.index import sync as indexing
     from qa.loaders import SourceFile, discover
 
     found, skipped = discover([folder])

@@ -1,6 +1,7 @@
 """Retrieval with the real model and real FAISS on the default article: rank-1 answers, abstention, modes."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from conftest import QUESTIONS, SEED
@@ -82,3 +83,37 @@ def test_context_surrounds_the_passage(seed_retriever):
     assert ctx.passage == passage.text
     assert whole.find(ctx.before + ctx.passage + ctx.after) >= 0
     assert ctx.before or ctx.after
+
+
+@pytest.mark.parametrize("rows,k", [(1, 1), (7, 3), (7, 10), (513, 17)])
+def test_dense_search_equals_brute_force(rows, k):
+    # The vector store on random unit vectors, against numpy: the same rows and scores, best first, and rows of -1
+    # (never made-up rows) when it holds fewer than k.
+    from qa.index.dense import DenseIndex
+
+    rng = np.random.default_rng(rows)
+    vectors = rng.normal(size=(rows, 24)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = rng.normal(size=(5, 24)).astype(np.float32)
+    scores, found = DenseIndex.build(vectors).search(queries, k)
+    truth = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :k]
+    assert np.array_equal(found[:, : min(k, rows)], truth)
+    assert np.allclose(scores[:, : min(k, rows)], np.take_along_axis(queries @ vectors.T, truth, axis=1), atol=1e-5)
+    assert (found[:, rows:] == -1).all()
+
+
+def test_keyword_scores_equal_bm25_by_hand():
+    from qa.index.keyword import KeywordIndex
+
+    docs = [["apple", "pie"], ["apple", "apple", "tart"], ["pear"]]
+    index = KeywordIndex.from_tokens(docs, {"k1": 1.2, "b": 0.75})
+    avg = sum(map(len, docs)) / len(docs)
+
+    def bm25(doc, term):
+        df = sum(term in d for d in docs)
+        idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+        tf = doc.count(term)
+        return idf * tf / (tf + 1.2 * (1 - 0.75 + 0.75 * len(doc) / avg))  # Lucene's variant, as bm25s scores
+
+    assert np.allclose(index.scores(["apple", "unknown"], 3), [bm25(d, "apple") for d in docs], atol=1e-5)
+    assert not index.scores(["unknown"], 3).any()

@@ -13,8 +13,9 @@ import numpy as np
 
 from qa.errors import IndexLockedError, QAError
 from qa.records import Chunk
-from qa.store import (GENERATION_FILE, MANIFEST, IndexData, Manifest, approximate, bm25_from_terms, bm25_tokenize,
-                      build_dense, read_manifest)
+from qa.index.dense import DenseIndex
+from qa.index.keyword import bm25_from_terms, bm25_tokenize
+from qa.index.store import GENERATION_FILE, MANIFEST, IndexData, Manifest, read_manifest
 
 # A fixed-size .npy header, written last: rows are appended before their count is known.
 _HEADER_BYTES = 128
@@ -169,12 +170,10 @@ class GenerationWriter:
         self._sentences.close(dim)
         self._opened = False
         path, gen = self.path, self.gen
-        if approximate(self.rows):  # built once here, not at every start: it takes minutes at a million
-            import faiss
-
+        if DenseIndex.approximate(self.rows):  # built once here, not at every start: minutes at a million
             # Before BM25, and freed before it is built: the two largest structures are never in memory together.
-            dense = build_dense(path / f"vectors.{gen}.npy")
-            faiss.write_index(dense, str(path / f"dense.{gen}.faiss.tmp"))
+            dense = DenseIndex.build(path / f"vectors.{gen}.npy")
+            dense.save(path / f"dense.{gen}.faiss.tmp")
             del dense
             os.replace(path / f"dense.{gen}.faiss.tmp", path / f"dense.{gen}.faiss")
         bm25_dir = path / f"bm25.{gen}"

@@ -17,8 +17,8 @@ from qa.errors import EmptyCorpusError, UnreadableFileError
 from qa.loaders import (SUPPORTED_EXTENSIONS, TEXT_VERSION, SourceFile, discover, extractor, load, reading,
                         stream_text, streams)
 from qa.records import Chunk, FileFailure, IndexReport
-from qa.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
-from qa.writer import GenerationWriter, Mark, TextFile, lock, save_text
+from qa.index.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
+from qa.index.writer import GenerationWriter, Mark, TextFile, lock, save_text
 
 # progress(stage, done, total): stage is "read" (files) or "embed" (chunks).
 IndexProgress = Callable[[str, int, int], None]

@@ -1,0 +1,73 @@
+"""BM25 over an index's chunks (bm25s): the tokenizer the manifest records, built from stored terms, searched by term."""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+
+def _bm25s():
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG on import; put it back under the application's logging settings.
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
+@functools.lru_cache(maxsize=4)
+def _stemmer(language: str):  # -> Stemmer.Stemmer | None; built once, not for every question
+    if not language:
+        return None
+    import Stemmer
+
+    return Stemmer.Stemmer(language)
+
+
+def bm25_tokenize(texts: list[str], params: dict[str, object]) -> list[list[str]]:
+    """Lower-cased word tokens, stemmed and without stop words as the index's BM25 settings say (the manifest's
+    "bm25"); the same for chunks and questions."""
+    stopwords = str(params.get("stopwords", "")) or None
+    return _bm25s().tokenize(texts, stopwords=stopwords, stemmer=_stemmer(str(params.get("stemmer", ""))),
+                             return_ids=False, show_progress=False)
+
+
+def bm25_from_terms(terms_file: Path, params: dict[str, object]):  # -> bm25s.BM25
+    """BM25 over a generation's stored terms (one line of tokens per chunk): nothing is tokenised again."""
+    vocab: dict[str, int] = {}
+    ids = []
+    with open(terms_file, encoding="utf-8") as lines:
+        for line in lines:
+            # Each token becomes the vocabulary's int: millions of separate strings would take gigabytes.
+            ids.append([vocab.setdefault(token, len(vocab)) for token in line.split()])
+    if not vocab:
+        vocab[""] = 0  # no chunk has a word bm25s keeps (say, only numbers of one digit): still a valid index
+    retriever = _bm25s().BM25(k1=float(params["k1"]), b=float(params["b"]))
+    retriever.index((ids, vocab), show_progress=False)
+    return retriever
+
+
+class KeywordIndex:
+    """BM25 scores of every chunk for a question's terms; retrieval never sees bm25s itself."""
+
+    def __init__(self, bm25) -> None:  # bm25: bm25s.BM25
+        self.bm25 = bm25
+        self.vocab: dict[str, int] = dict(bm25.vocab_dict)
+
+    @classmethod
+    def load(cls, folder: Path) -> KeywordIndex:
+        return cls(_bm25s().BM25.load(str(folder), mmap=False, load_corpus=False))
+
+    @classmethod
+    def from_tokens(cls, tokens: list[list[str]], params: dict[str, object]) -> KeywordIndex:
+        bm25 = _bm25s().BM25(k1=float(params["k1"]), b=float(params["b"]))
+        bm25.index(tokens, show_progress=False)
+        return cls(bm25)
+
+    def scores(self, terms: list[str], rows: int) -> np.ndarray:
+        """One BM25 score per chunk (`rows` of them) for the question's terms; zeros when none is indexed."""
+        ids = [self.vocab[t] for t in terms if t in self.vocab]
+        if not ids or not rows:
+            return np.zeros(rows, dtype=np.float32)
+        return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
