@@ -167,3 +167,20 @@ def test_torch_backend_is_safe_across_threads(embedders):
     for thread in threads:
         thread.join()
     assert errors == [] and len(results) == THREADS * ROUNDS
+
+
+def test_loading_a_model_sets_no_environment_variables(settings, monkeypatch):
+    import os
+    import sys
+
+    for name in ("TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    before = set(os.environ), set(sys.modules)
+    from qa.embedding import _calibration_texts
+
+    texts = _calibration_texts(300)
+    assert len(texts) == 300 and len(set(texts)) == 300 and texts == _calibration_texts(300)
+    load_embedder(settings.model_path, backend="openvino-int8", cache_dir=settings.cache_dir)
+    assert set(os.environ) == before[0]
+    # The calibration text is read from the package, not gathered by importing the standard library.
+    assert not {"antigravity", "turtle", "tkinter", "idlelib"} & (set(sys.modules) - before[1])

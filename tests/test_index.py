@@ -252,3 +252,25 @@ def test_default_folders_are_never_next_to_site_packages(tmp_path, monkeypatch):
     assert home(installed, work) == work
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert home(installed, tmp_path / "elsewhere") == tmp_path / "data" / "docqa"
+
+
+def test_damaged_sentence_vectors_are_refused_not_dropped(tmp_path, folder, fake_embedder):
+    s = _settings(tmp_path)
+    index_paths([folder], s, embedder=fake_embedder)
+    gen = read_index(s.index_dir).manifest.generation
+    path = s.index_dir / f"sentences.{gen}.npy"
+    np.save(path, np.load(path)[:-1])  # one sentence vector short of the chunks' sentences
+    with pytest.raises(IndexCorruptError, match="qa index --rebuild"):
+        read_index(s.index_dir)
+
+
+def test_max_file_size_comes_from_the_environment(tmp_path, monkeypatch, fake_embedder):
+    monkeypatch.setenv("QA_MAX_FILE_MB", "0.001")  # about 1 KB
+    s = _settings(tmp_path)
+    assert s.max_file_bytes == int(0.001 * 2**20)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "big.txt").write_text("A sentence about the harbour. " * 100, encoding="utf-8")
+    (docs / "small.txt").write_text("A short note.", encoding="utf-8")
+    report = index_paths([docs], s, embedder=fake_embedder)
+    assert report.added == ("small.txt",) and "QA_MAX_FILE_MB" in report.failed[0].reason

@@ -117,3 +117,9 @@ def test_keyword_scores_equal_bm25_by_hand():
 
     assert np.allclose(index.scores(["apple", "unknown"], 3), [bm25(d, "apple") for d in docs], atol=1e-5)
     assert not index.scores(["unknown"], 3).any()
+
+
+def test_relevance_is_on_one_scale_in_every_mode(seed_retriever):
+    for mode in ("hybrid", "semantic", "keyword"):
+        answer = seed_retriever.ask("How much has Taiwan invested directly in Japan?", mode=mode)
+        assert 0.0 < answer.relevance <= 1.0, mode
