@@ -109,7 +109,7 @@ def run(size_mb: float, fake: bool, work: Path) -> dict[str, object]:
     from qa.index.store import read_index
 
     data = read_index(index)
-    hits = Searcher(data, Settings(), None).search(QUESTION, k=1, mode="keyword").hits
+    hits = Searcher(data, Settings(), None).ask(QUESTION, k=1, mode="keyword").hits
     top = hits[0].chunk if hits else None
     text = data.document_text("big.txt")
     found = top is not None and NEEDLE in top.text

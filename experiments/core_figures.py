@@ -5,7 +5,6 @@ Usage: .venv/bin/python experiments/core_figures.py [--json]
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -16,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from qa.api import Retriever, build_index, shared_embedder  # noqa: E402
 from qa.config import Settings  # noqa: E402
+from qa.evaluation import p50_p95  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +48,8 @@ def main() -> None:
         "index_default_corpus_s": round(report.seconds, 2),
         "chunks": report.total_chunks,
         "reindex_unchanged_s": round(again.seconds, 3),
-        "query_ms_p50": round(statistics.median(latencies), 1),
-        "query_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 1),
+        "query_ms_p50": round(p50_p95(latencies)[0], 1),
+        "query_ms_p95": round(p50_p95(latencies)[1], 1),
         "answerable": len(answerable),
         "answerable_rank1": rank1,
         "answerable_top3": top3,

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,8 +97,10 @@ def main() -> int:
           f"in {total:.1f} s")
     print(f"errors {len(errors)}, wrong answers {len(wrong)}")
     if latencies:
-        print(f"latency p50 {statistics.median(latencies):.0f} ms, p95 {latencies[int(0.95 * (len(latencies) - 1))]:.0f} ms, "
-              f"throughput {len(latencies) / total:.1f} answers/s")
+        from qa.evaluation import p50_p95
+
+        p50, p95 = p50_p95(latencies)
+        print(f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, throughput {len(latencies) / total:.1f} answers/s")
     for line in (errors + wrong)[:10]:
         print("  ", line)
     return 1 if errors or wrong else 0

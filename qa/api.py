@@ -123,7 +123,7 @@ class Retriever:
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         snapshot = self.refresh()
-        result = snapshot.searcher.search(question, k, mode)
+        result = snapshot.searcher.ask(question, k, mode)
         return Answer(result.question, result.mode, tuple(cite(h) for h in result.hits), result.relevance, snapshot)
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Passage]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import numpy as np
 from qa.api import shared_embedder
 from qa.citations import cite
 from qa.config import PROJECT_DIR, Settings
-from qa.evaluation import Dataset, load_beir, write_corpus
+from qa.evaluation import Dataset, load_beir, p50_p95, write_corpus
 from qa.index.sync import index_paths
 from qa.records import Chunk
 from qa.retrieval import Searcher
@@ -134,13 +133,13 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
         build = time.perf_counter() - began
         searcher = Searcher(data, settings, embedder)
         for q in questions[:10]:
-            searcher.search(q)
+            searcher.ask(q)
         latencies = []
         for q in questions:
             t = time.perf_counter()
-            [cite(h) for h in searcher.search(q).hits]
+            [cite(h) for h in searcher.ask(q).hits]
             latencies.append((time.perf_counter() - t) * 1000)
-        latencies.sort()
+        p50, p95 = p50_p95(latencies)
         queries = embedder.encode(questions)
         exact = DenseIndex.build(data.vectors, exact_limit=len(data.vectors))
         _, truth = exact.search(queries, 10)
@@ -148,8 +147,7 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
         out.append({"chunks": size, "vectors": "real" if size <= len(base.chunks) else "synthetic",
                     "dense_index": "hnsw" if DenseIndex.approximate(size) else "exact", "build_s": round(build, 1),
-                    "p50_ms": round(statistics.median(latencies), 2),
-                    "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 2),
+                    "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
                     "recall_at_10_vs_exact": round(recall, 4)})
         say(f"query: {out[-1]}")
     return out

@@ -1,7 +1,6 @@
 """Chat logic behind the web page, free of gradio: follow-ups, safe HTML answers, uploads into the corpus."""
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import shutil
@@ -10,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qa.api import Answer, Retriever
-from qa.citations import highlighted_html
+from qa.citations import highlighted_html, where
 from qa.errors import QAError
-from qa.loaders import SUPPORTED_EXTENSIONS
+from qa.loaders import SUPPORTED_EXTENSIONS, file_sha256
 from qa.records import Passage
 
 NOT_FOUND = "I could not find anything about this in the documents."
@@ -96,9 +95,8 @@ def _with_breaks(escaped: str) -> str:
 
 
 def _location_html(p: Passage) -> str:
-    where = f"page {p.page}, line {p.line}" if p.page else f"line {p.line}"
-    return (f'<span class="qa-source">{html.escape(p.source)}</span> · {where} · chars {p.start}–{p.end} · '
-            f'score {p.score:.3f}')
+    return (f'<span class="qa-source">{html.escape(p.source)}</span> · {html.escape(where(p))} · '
+            f'chars {p.start}–{p.end} · score {p.score:.3f}')
 
 
 def safe_name(name: str) -> str:
@@ -122,14 +120,14 @@ def save_upload(source: Path, original_name: str, corpus: Path, max_bytes: int) 
         raise UploadError(f"'{name}' is {size / 2**20:.1f} MiB; the upload limit is {max_bytes / 2**20:.0f} MiB")
     corpus.mkdir(parents=True, exist_ok=True)
     root = corpus.resolve()
-    digest = _sha256(source)
+    digest = file_sha256(source)
     stem, ext = name[: -len(Path(name).suffix)], Path(name).suffix
     for n in range(1000):
         target = root / (name if n == 0 else f"{stem}-{n}{ext}")
         if target.parent != root:
             raise UploadError(f"'{original_name[:80]}' is not a valid file name")
         if target.exists():
-            if target.is_file() and _sha256(target) == digest:
+            if target.is_file() and file_sha256(target) == digest:
                 return target  # the same document again: nothing to add
             continue
         try:
@@ -149,11 +147,3 @@ def remove_document(source: str, corpus: Path) -> Path:
         raise UploadError(f"'{source}' is not a document in {corpus}")
     target.unlink()
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

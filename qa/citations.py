@@ -36,10 +36,14 @@ def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
     )
 
 
-def location(p: Passage) -> str:
+def where(p: Passage) -> str:
+    """"page 12 (printed 10), line 4" or "line 21": where in its document a passage starts."""
     printed = f" (printed {p.page_label})" if p.page_label and p.page_label != str(p.page) else ""
-    where = f"page {p.page}{printed}, line {p.line}" if p.page else f"line {p.line}"
-    return f"{p.source}, {where}, chars {p.start}-{p.end}"
+    return f"page {p.page}{printed}, line {p.line}" if p.page else f"line {p.line}"
+
+
+def location(p: Passage) -> str:
+    return f"{p.source}, {where(p)}, chars {p.start}-{p.end}"
 
 
 def to_plain(passages: list[Passage], question: str) -> str:

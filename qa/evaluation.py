@@ -77,6 +77,12 @@ def mrr_at(ranked: list[str], judged: dict[str, int], k: int) -> float:
     return 0.0
 
 
+def p50_p95(latencies: list[float]) -> tuple[float, float]:
+    """The median and the 95th percentile (nearest rank below) of a list of timings."""
+    ordered = sorted(latencies)
+    return statistics.median(ordered), ordered[int(0.95 * (len(ordered) - 1))]
+
+
 def write_corpus(dataset: Dataset, folder: Path) -> None:
     """One text file per document (title, blank line, text), so the corpus goes through `qa index` itself."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,7 +106,7 @@ def document_sources(dataset: Dataset) -> dict[str, str]:
 def rank_documents(retriever: Retriever, question: str, mode: str, depth: int, rerank: int,
                    ids: dict[str, str]) -> tuple[list[str], float]:
     """Documents best first (a document's score is its best chunk's), and the question's relevance."""
-    result = retriever.searcher.search(question, k=depth, mode=mode, rerank=rerank)
+    result = retriever.searcher.ask(question, k=depth, mode=mode, rerank=rerank)
     ranked: dict[str, None] = {}
     for hit in result.hits:
         ranked.setdefault(ids[hit.chunk.source])
@@ -143,11 +149,10 @@ def score(retriever: Retriever, dataset: Dataset, mode: str, cutoff: float, dept
         scores["mrr@10"].append(mrr_at(ranked, judged, 10))
         if progress:
             progress("query", number, len(dataset.qrels))
-    latencies.sort()
+    p50, p95 = p50_p95(latencies)
     result: dict[str, object] = {name: round(statistics.fmean(v), 4) for name, v in scores.items()}
     result.update({"refused_at_cutoff": refused if mode != "keyword" else None, "cutoff": cutoff,
-                   "query_ms_p50": round(statistics.median(latencies), 1),
-                   "query_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 1)})
+                   "query_ms_p50": round(p50, 1), "query_ms_p95": round(p95, 1)})
     return result
 
 

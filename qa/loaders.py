@@ -165,6 +165,17 @@ def reading() -> Iterator[None]:
         raise UnreadableFileError(f"cannot read it: {exc.strerror}") from None
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read block by block (a file is indexed again only when this changes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with reading(), open(path, "rb") as handle:
+        while block := handle.read(2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def streams(path: Path, size: int) -> bool:
     return size > STREAM_BYTES and path.suffix.lower() in TEXT_EXTENSIONS
 

@@ -65,7 +65,7 @@ class Searcher:
         self.settings = settings
         self.embedder = embedder
 
-    def search(self, question: str, k: int | None = None, mode: str | None = None,
+    def ask(self, question: str, k: int | None = None, mode: str | None = None,
                rerank: int | None = None) -> SearchResult:
         """The k best chunks; the best `rerank` of them (default k + rerank_extra) re-scored by their best
         sentence, the rest in fused order after them. `relevance` is the best sentence's cosine with the question

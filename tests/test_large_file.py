@@ -97,7 +97,7 @@ def test_a_streamed_file_is_searchable_and_reindexed_only_when_changed(tmp_path,
     text = (folder / "big.txt").read_text(encoding="utf-8")
     assert data.document_text("big.txt") == text
     assert data.manifest.files["big.txt"].bytes == len(text.encode())
-    hit = Searcher(data, s, None).search("harbour master green ink", k=1, mode="keyword").hits[0].chunk
+    hit = Searcher(data, s, None).ask("harbour master green ink", k=1, mode="keyword").hits[0].chunk
     assert hit.source == "big.txt" and text[hit.start : hit.end] == hit.text and "green ink" in hit.text
     assert hit.line == text.count("\n", 0, hit.start) + 1
     fake_embedder.calls.clear()

@@ -14,8 +14,8 @@ from qa.chunking import Chunker
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import EmptyCorpusError, UnreadableFileError
-from qa.loaders import (SUPPORTED_EXTENSIONS, TEXT_VERSION, SourceFile, discover, extractor, load, reading,
-                        stream_text, streams)
+from qa.loaders import (SUPPORTED_EXTENSIONS, TEXT_VERSION, SourceFile, discover, extractor, file_sha256, load,
+                        reading, stream_text, streams)
 from qa.records import Chunk, FileFailure, IndexReport
 from qa.index.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
 from qa.index.writer import GenerationWriter, Mark, TextFile, lock, save_text
@@ -138,7 +138,7 @@ def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunke
     reader = extractor(file.path)
     if streams(file.path, size):
         # Too large to hold: hashed in one pass, then (if changed) decoded, chunked and saved block by block.
-        if previous is not None and previous.sha256 == _hash_file(file) and previous.extractor == TEXT_VERSION:
+        if previous is not None and previous.sha256 == file_sha256(file.path) and previous.extractor == TEXT_VERSION:
             return None
         digest, count, text = hashlib.sha256(), 0, TextFile(writer.path)
         read = [0]
@@ -272,14 +272,6 @@ def _size(file: SourceFile, limit: int) -> int:
         raise UnreadableFileError(f"too large ({size / 2**20:.0f} MiB > {limit / 2**20:.0f} MiB): split it "
                                   "or raise QA_MAX_FILE_MB")
     return size
-
-
-def _hash_file(file: SourceFile) -> str:
-    digest = hashlib.sha256()
-    with reading(), open(file.path, "rb") as handle:
-        while block := handle.read(2**20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_bytes(file: SourceFile, limit: int) -> bytes:
