@@ -9,15 +9,6 @@ from typing import Literal
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
-def home(project: Path = PROJECT_DIR, cwd: Path | None = None) -> Path:
-    """Where `index/` and `corpus/` live by default: the repository when qa runs from its source tree, else the
-    working directory when it has either folder, else the user's data folder (never next to site-packages)."""
-    if (project / "pyproject.toml").is_file() and (project / "qa").is_dir():
-        return project
-    cwd = Path.cwd() if cwd is None else cwd
-    if (cwd / "index").is_dir() or (cwd / "corpus").is_dir():
-        return cwd
-    return _env_path("XDG_DATA_HOME", Path.home() / ".local" / "share") / "docqa"
 Mode = Literal["hybrid", "semantic", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "keyword")
 
@@ -34,6 +25,17 @@ def _bundled_model_path() -> str:
 def _env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser() if value else default
+
+
+def home(project: Path = PROJECT_DIR, cwd: Path | None = None) -> Path:
+    """Where `index/` and `corpus/` live by default: the repository when qa runs from its source tree, else the
+    working directory when it has either folder, else the user's data folder (never next to site-packages)."""
+    if (project / "pyproject.toml").is_file() and (project / "qa").is_dir():
+        return project
+    cwd = Path.cwd() if cwd is None else cwd
+    if (cwd / "index").is_dir() or (cwd / "corpus").is_dir():
+        return cwd
+    return _env_path("XDG_DATA_HOME", Path.home() / ".local" / "share") / "docqa"
 
 
 @dataclass(frozen=True)

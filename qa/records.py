@@ -26,7 +26,9 @@ class Document:
 
     def label_at(self, offset: int) -> str | None:
         page = self.page_at(offset)
-        return self.page_labels[page - 1] or None if page and len(self.page_labels) >= page else None
+        if not page or len(self.page_labels) < page:
+            return None
+        return self.page_labels[page - 1] or None
 
     def line_at(self, offset: int) -> int:
         """1-based line of `offset`, counted from the start of its page (PDF) or of the document."""

@@ -27,9 +27,10 @@ def drop_furniture(pages: list[str]) -> list[str]:
     """Running heads and footers, page numbers and printer's marks, peeled off the top and bottom of each page:
     lines that carry the page's own number (at the document's usual offset), lines whose shape (numbers aside)
     stands at the edge of many pages, bare page numbers and rules; and very short lines found on most pages."""
-    if sum(1 for p in pages if p.strip()) < 3:
+    filled = sum(1 for p in pages if p.strip())
+    if filled < 3:
         return pages
-    most = max(3, sum(1 for p in pages if p.strip()) // 3)
+    most = max(3, filled // 3)
     exact = Counter(line for page in pages for line in {ln.strip() for ln in page.split("\n")} if line)
     split = [[ln for ln in page.split("\n") if not (len(ln.strip()) <= 6 and exact[ln.strip()] >= most)]
              for page in pages]
@@ -62,8 +63,9 @@ def drop_furniture(pages: list[str]) -> list[str]:
     for number, lines in enumerate(split, 1):
         for line in (ln.strip() for ln in lines):
             if line and len(line) <= 120 and _DIGITS.search(line):
-                numbered_total[_shape(line)] += 1
-                numbered_hits[_shape(line)] += at_usual_offset(line, number)
+                shape = _shape(line)
+                numbered_total[shape] += 1
+                numbered_hits[shape] += at_usual_offset(line, number)
 
     def furniture(line: str, number: int, outermost: bool) -> bool:
         if len(line) > 120:
@@ -88,7 +90,7 @@ def drop_furniture(pages: list[str]) -> list[str]:
         if (numbered_total[shape] >= most and numbered_hits[shape] >= 0.8 * numbered_total[shape]
                 and at_usual_offset(line, number)):
             return True
-        if edge_shapes[_shape(line)] < most:
+        if edge_shapes[shape] < most:
             return False
         # A numbered heading ("Definition 26") is not furniture; a printer's stamp full of numbers is.
         return not _DIGITS.search(line) or _stamp(line) or edge_lines[line] >= 3

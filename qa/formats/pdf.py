@@ -228,7 +228,7 @@ def _join_hyphens(page: str, vocabulary: set[str], hyphenated: set[str]) -> str:
 def _check_any_text(pages: list[str], notes: list[str], encrypted: bool) -> None:
     if any(ch.isalnum() for page in pages for ch in page):
         return
-    if any("garbled" in note for note in notes):
+    if any(_GARBLED in note for note in notes):
         raise UnreadableFileError("garbled text layer: its fonts map no letters, so the text cannot be read out; "
                                   "run OCR on it (e.g. ocrmypdf --force-ocr), then index again")
     if encrypted:

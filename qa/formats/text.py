@@ -12,7 +12,7 @@ from qa.errors import UnreadableFileError
 _FOLD_TAGS = {"<compat>", "<font>", "<noBreak>", "<wide>", "<narrow>", "<vertical>", "<small>"}
 _LINE_BREAKS = {"\r\n": "\n", "\r": "\n", "\u2028": "\n", "\u2029": "\n\n", "\x0c": "\n", "\x0b": "\n",
                 "\x85": "\n"}
-_DROP = {"\x00": "", "\u00ad": "", "\ufeff": "", "\u200b": ""}
+_DROP = ("\x00", "\u00ad", "\ufeff", "\u200b")  # NUL, soft hyphen, BOM, zero-width space
 # Other control characters (stray bytes of a PDF's text layer, a form feed's cousins) read as a space.
 _CONTROLS = re.compile("[\x01-\x08\x0e-\x1f\x7f]")
 

@@ -148,11 +148,11 @@ def _table(table, out: list[str]) -> None:
     (several paragraphs, a nested table) gives each cell's paragraphs in order. Merged cells are in the XML
     once, so their text is too."""
     for row in table.iter(_W + "tr"):
-        if _enclosing_table(row) is not table:
+        if _ancestor(row, _W + "tbl") is not table:
             continue  # a nested table's row: read where its cell is
         cells: list[list[str]] = []
         for cell in row.iter(_W + "tc"):
-            if _enclosing_row(cell) is row:
+            if _ancestor(cell, _W + "tr") is row:
                 blocks: list[str] = []
                 _blocks(cell, blocks)
                 cells.append(blocks)
@@ -165,15 +165,9 @@ def _table(table, out: list[str]) -> None:
                 out.extend(blocks)
 
 
-def _enclosing_table(element):
+def _ancestor(element, tag: str):
+    """The nearest enclosing element with this tag (a cell's row, a row's table), or None."""
     parent = element.getparent()
-    while parent is not None and parent.tag != _W + "tbl":
-        parent = parent.getparent()
-    return parent
-
-
-def _enclosing_row(element):
-    parent = element.getparent()
-    while parent is not None and parent.tag != _W + "tr":
+    while parent is not None and parent.tag != tag:
         parent = parent.getparent()
     return parent

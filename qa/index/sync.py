@@ -14,8 +14,8 @@ from qa.chunking import Chunker
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import EmptyCorpusError, UnreadableFileError
-from qa.loaders import (SUPPORTED_EXTENSIONS, TEXT_VERSION, SourceFile, discover, extractor, file_sha256, load,
-                        reading, stream_text, streams)
+from qa.loaders import (SUPPORTED_EXTENSIONS, SourceFile, discover, extractor, file_sha256, load, reading,
+                        stream_text, streams)
 from qa.records import Chunk, FileFailure, IndexReport
 from qa.index.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
 from qa.index.writer import GenerationWriter, Mark, TextFile, lock, save_text
@@ -138,7 +138,7 @@ def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunke
     reader = extractor(file.path)
     if streams(file.path, size):
         # Too large to hold: hashed in one pass, then (if changed) decoded, chunked and saved block by block.
-        if previous is not None and previous.sha256 == file_sha256(file.path) and previous.extractor == TEXT_VERSION:
+        if previous is not None and previous.sha256 == file_sha256(file.path) and previous.extractor == reader:
             return None
         digest, count, text = hashlib.sha256(), 0, TextFile(writer.path)
         read = [0]
@@ -157,7 +157,7 @@ def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunke
         except BaseException:
             text.discard()
             raise
-        return FileEntry(digest.hexdigest(), read[0], count, text.commit(), extractor=TEXT_VERSION)
+        return FileEntry(digest.hexdigest(), read[0], count, text.commit(), extractor=reader)
     data = _read_bytes(file, limit)
     sha = hashlib.sha256(data).hexdigest()
     if previous is not None and previous.sha256 == sha and previous.extractor == reader:
