@@ -1,7 +1,7 @@
 """Sweep settings on a BEIR dataset's *train* split (test is for reporting only): one JSON line per combination.
 
 Usage: .venv/bin/python experiments/sweep.py [--data DIR] [--split train] [--mode hybrid] KEY=V1,V2 [KEY=V1,V2 ...]
-  e.g. experiments/sweep.py alpha=0.6,0.7,0.8 sentence_weight=0.2,0.3
+  e.g. experiments/sweep.py alpha=0.6,0.7,0.8 rerank_extra=3,5
        experiments/sweep.py chunk_tokens=128,160 overlap_tokens=32
        experiments/sweep.py bm25_stemmer=english, bm25_stopwords=en,     (an empty value turns it off)
 
@@ -60,7 +60,7 @@ def main() -> None:
     for changes in grid(args.settings):
         settings = Settings().with_(**changes)
         retriever, info = prepare(folder, dataset, settings, None, CACHE_DIR)
-        metrics = score(retriever, dataset, args.mode, settings.min_relevance)
+        metrics = score(retriever, dataset, args.mode, settings.min_confidence)
         line = {**changes, **{k: metrics[k] for k in ("ndcg@10", "recall@10", "recall@100", "mrr@10")},
                 "query_ms_p50": metrics["query_ms_p50"], "chunks": info["chunks"]}
         print(json.dumps(line), flush=True)

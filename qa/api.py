@@ -6,12 +6,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qa.citations import Context, cite, context
+from qa.citations import Context, cite, context, quote
 from qa.config import Settings
 from qa.embedding import Embedder, load_embedder, resolve_backend
 from qa.errors import IndexChangedError, IndexMissingError, QAError
 from qa.index.sync import IndexProgress, index_paths, model_info
-from qa.records import IndexReport, Passage
+from qa.records import IndexReport, Passage, Quote
 from qa.retrieval import Searcher
 from qa.index.store import MANIFEST, IndexData, check_compatible, read_index, read_manifest
 
@@ -42,15 +42,20 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Answer:
+    """The reply to one question: the answering sentence (None when the documents do not answer), the passages
+    it and the other evidence come from, and the confidence (0 to 1) that the documents answer at all."""
+
     question: str
     mode: str
     passages: tuple[Passage, ...]
-    relevance: float
+    confidence: float
+    answer: Quote | None = None
     # The version of the index the passages come from: their context is read from the same one.
     snapshot: Snapshot | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
-        return {"question": self.question, "passages": [p.to_dict() for p in self.passages]}
+        return {"question": self.question, "answer": self.answer.to_dict() if self.answer else None,
+                "confidence": round(self.confidence, 4), "passages": [p.to_dict() for p in self.passages]}
 
 
 def build_index(paths: list[str | Path] | None = None, index: str | Path | None = None, *,
@@ -124,7 +129,9 @@ class Retriever:
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         snapshot = self.refresh()
         result = snapshot.searcher.ask(question, k, mode)
-        return Answer(result.question, result.mode, tuple(cite(h) for h in result.hits), result.relevance, snapshot)
+        best = quote(result.hits[0]) if result.hits else None
+        return Answer(result.question, result.mode, tuple(cite(h) for h in result.hits), result.confidence, best,
+                      snapshot)
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
         return list(self.ask(question, k, mode).passages)

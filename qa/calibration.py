@@ -33,14 +33,14 @@ def beir_questions(folder: Path, split: str) -> list[str]:
 def calibrate(questions_file: Path, settings: Settings, default_index: bool,
               unrelated: list[str] | None = None) -> dict[str, object]:
     data = json.loads(questions_file.read_text(encoding="utf-8"))
-    probe = settings.with_(min_relevance=-1.0)  # never abstain while measuring
+    probe = settings.with_(min_confidence=-1.0)  # never abstain while measuring
     retriever = Retriever(None if default_index else settings.index_dir, settings=probe)
     groups = {"answerable": [q["question"] for q in data["answerable"]], "off_topic": data["off_topic"],
               "unrelated": unrelated or []}
-    scores = {name: [retriever.ask(q).relevance for q in qs] for name, qs in groups.items()}
+    scores = {name: [retriever.ask(q).confidence for q in qs] for name, qs in groups.items()}
     off = scores["off_topic"] + scores["unrelated"]
     cutoff, refused, answered = pick_cutoff(scores["answerable"], off)
-    current = settings.min_relevance
+    current = settings.min_confidence
     lines = []
     for name, values in scores.items():
         if values:

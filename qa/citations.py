@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from qa.records import Hit, Passage
+from qa.records import Hit, Passage, Quote
 from qa.index.store import IndexData
 
 
@@ -22,6 +22,14 @@ def cite(hit: Hit) -> Passage:
     return Passage(c.source, c.page, c.line, c.start, c.end, c.text, hit.score, hit.highlight, c.page_label)
 
 
+def quote(hit: Hit) -> Quote:
+    """The hit's highlighted sentence as the answer, with the line it starts on (a chunk never spans pages)."""
+    c = hit.chunk
+    start, end = hit.highlight
+    line = c.line + c.text.count("\n", 0, start - c.start)
+    return Quote(c.text[start - c.start : end - c.start], c.source, start, end, c.page, line, c.page_label)
+
+
 def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
     """Up to `sentences` sentences (from the neighbouring chunks' sentence table) each side of the passage."""
     rows = [data.chunks[row] for row in data.source_rows.get(passage.source, ())]
@@ -36,8 +44,8 @@ def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
     )
 
 
-def where(p: Passage) -> str:
-    """"page 12 (printed 10), line 4" or "line 21": where in its document a passage starts."""
+def where(p: Passage | Quote) -> str:
+    """"page 12 (printed 10), line 4" or "line 21": where in its document a passage or quote starts."""
     printed = f" (printed {p.page_label})" if p.page_label and p.page_label != str(p.page) else ""
     return f"page {p.page}{printed}, line {p.line}" if p.page else f"line {p.line}"
 
@@ -46,11 +54,15 @@ def location(p: Passage) -> str:
     return f"{p.source}, {where(p)}, chars {p.start}-{p.end}"
 
 
-def to_plain(passages: list[Passage], question: str) -> str:
-    """For a terminal: numbered citations, the answering sentence marked with >> <<."""
+def to_plain(passages: list[Passage], question: str, answer: Quote | None = None,
+             confidence: float | None = None) -> str:
+    """For a terminal: the answer first, then numbered citations with the answering sentence marked >> <<."""
     if not passages:
         return f"Nothing in the documents answers: {question}"
     lines = []
+    if answer is not None:
+        sure = f", confidence {confidence:.0%}" if confidence is not None else ""
+        lines += [f"Answer: {' '.join(answer.text.split())}", f"  ({answer.source}, {where(answer)}{sure})", ""]
     for n, p in enumerate(passages, 1):
         a, b = p.highlight[0] - p.start, p.highlight[1] - p.start
         body = f"{p.text[:a]}>>{p.text[a:b]}<<{p.text[b:]}"

@@ -90,7 +90,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
     else:
-        print(to_plain(list(answer.passages), answer.question))
+        print(to_plain(list(answer.passages), answer.question, answer.answer, answer.confidence))
     return 0
 
 

@@ -65,17 +65,14 @@ class Settings:
     mode: Mode = "hybrid"
     k: int = 5
     # Weight of the dense cosine in the hybrid score; the rest goes to the query-normalised BM25 score.
-    # This and the sentence weight below were tuned on SciFact *train* (docs/evaluation.md; experiments/sweep.py).
+    # Tuned on SciFact *train* (docs/evaluation.md; experiments/sweep.py).
     alpha: float = 0.7
-    # Abstain when the best sentence's cosine with the question is below this. Measured, not guessed:
-    # `qa calibrate tests/data/seed_questions.json --unrelated ../shared/eval/scifact` put it at 0.273 with
-    # 160-token chunks (answerable min 0.307; off-topic max 0.177; SciFact test queries asked of the article
-    # max 0.238).
-    min_relevance: float = 0.273
+    # Refuse when the answer model's confidence that the documents answer is below this. The model
+    # (qa/data/answer_model.json, fitted by experiments/answers.py) puts its own measured cut-off at 0.5.
+    min_confidence: float = 0.5
     candidates: int = 100
-    # Chunks re-scored by their best sentence beyond the k returned, and that sentence's weight in the score.
+    # Chunks re-scored by their best sentence (the answer model's weights) beyond the k returned.
     rerank_extra: int = 3
-    sentence_weight: float = 0.3
     max_question_chars: int = 2000
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
@@ -88,7 +85,7 @@ class Settings:
         from qa.errors import SettingsError
 
         problems = [] if self.mode in MODES else [f"mode must be one of {', '.join(MODES)}, not {self.mode!r}"]
-        for name, low, high in (("alpha", 0.0, 1.0), ("sentence_weight", 0.0, 1.0), ("min_relevance", -1.0, 1.0)):
+        for name, low, high in (("alpha", 0.0, 1.0), ("min_confidence", -1.0, 1.0)):
             if not low <= getattr(self, name) <= high:
                 problems.append(f"{name} must be between {low} and {high}, not {getattr(self, name)}")
         for name in ("k", "candidates", "max_question_chars", "max_file_bytes"):

@@ -110,7 +110,7 @@ def rank_documents(retriever: Retriever, question: str, mode: str, depth: int, r
     ranked: dict[str, None] = {}
     for hit in result.hits:
         ranked.setdefault(ids[hit.chunk.source])
-    return list(ranked), result.relevance
+    return list(ranked), result.confidence
 
 
 def prepare(folder: Path, dataset: Dataset, settings: Settings, max_docs: int | None, cache: Path,
@@ -121,7 +121,7 @@ def prepare(folder: Path, dataset: Dataset, settings: Settings, max_docs: int | 
                                   ).encode()).hexdigest()[:12]
     work = cache / f"{folder.name}-{key}"  # kept: a second run embeds nothing
     write_corpus(dataset, work / "corpus")
-    settings = settings.with_(index_dir=work / "index", corpus_dir=work / "corpus", min_relevance=-1.0)
+    settings = settings.with_(index_dir=work / "index", corpus_dir=work / "corpus", min_confidence=-1.0)
     began = time.perf_counter()
     report = build_index([work / "corpus"], settings=settings, progress=progress)
     info = {"chunks": report.total_chunks, "index_seconds": round(time.perf_counter() - began, 1),
@@ -162,6 +162,6 @@ def evaluate(folder: Path, settings: Settings, *, split: str = "test", mode: str
     dataset = load_beir(folder, split, max_queries, max_docs)
     mode = mode or settings.mode
     retriever, info = prepare(folder, dataset, settings, max_docs, cache, progress)
-    result = score(retriever, dataset, mode, settings.min_relevance, depth, rerank, progress)
+    result = score(retriever, dataset, mode, settings.min_confidence, depth, rerank, progress)
     return {"dataset": folder.name, "split": split, "mode": mode, "queries": len(dataset.qrels),
             "documents": len(dataset.corpus), **info, **result}

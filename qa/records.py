@@ -112,6 +112,23 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """The answer itself: the sentence the answer model picked in the best passage, quoted, with its place
+    (`text == document text[start:end]`; page and line are where the sentence starts)."""
+
+    text: str
+    source: str
+    start: int
+    end: int
+    page: int | None
+    line: int
+    page_label: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class FileFailure:
     source: str
     reason: str

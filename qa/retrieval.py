@@ -7,20 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qa.answering import (RULE_CONFIDENCE, AnswerModel, Evidence, asks_author, byline, confidence_features,
+                          content_terms, expanded, expansion, is_question, load_model, sentence_features)
 from qa.config import MODES, Settings
 from qa.embedding import Embedder
 from qa.errors import QuestionError
-from qa.records import Hit
+from qa.records import Chunk, Hit
 from qa.index.keyword import bm25_tokenize
 from qa.index.store import IndexData
 
 _WORD = re.compile(r"\w", re.UNICODE)
-_SENTENCE_END = tuple(".!?。！？…\"”’')»")
-
-
-def _is_heading(text: str) -> bool:
-    """A short line with no closing punctuation: a title or section heading rather than a sentence."""
-    return "\n" not in text and len(text.split()) <= 10 and not text.rstrip().endswith(_SENTENCE_END)
 
 
 def fuse(dense: np.ndarray, keyword: np.ndarray, top_keyword: float, alpha: float) -> np.ndarray:
@@ -32,13 +28,40 @@ def fuse(dense: np.ndarray, keyword: np.ndarray, top_keyword: float, alpha: floa
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Hits best first; empty when the best evidence is below the cut-off (`relevance` says how close it came)."""
+    """Hits best first; empty when the confidence that they answer is below the cut-off (it says how close)."""
 
     question: str
     mode: str
     hits: tuple[Hit, ...]
-    relevance: float
+    confidence: float
     abstained: bool
+
+
+def _highlight(chunk: Chunk, logits: np.ndarray, best: int, margin: float) -> tuple[int, int]:
+    """The best sentence, joined by the better of its neighbours when the model scores that one nearly as high:
+    one or two sentences, never more."""
+    near = [j for j in (best - 1, best + 1) if 0 <= j < len(logits)]
+    if near:
+        j = max(near, key=lambda n: logits[n])
+        if logits[j] >= logits[best] - margin:
+            first, last = sorted((best, j))
+            return chunk.sentences[first][0], chunk.sentences[last][1]
+    return chunk.sentences[best]
+
+
+def _rule_first(hits: list[Hit], confidence: float, find, same_document: bool) -> tuple[list[Hit], float]:
+    """The first sentence `find` (text, start) -> span accepts, in ranked order (in the best document only, if
+    `same_document`), becomes the answer, its chunk first: the byline and abbreviation rules."""
+    top = hits[0].chunk.source if hits else None
+    for n, hit in enumerate(hits):
+        if same_document and hit.chunk.source != top:
+            continue
+        for span, text in zip(hit.chunk.sentences, hit.chunk.sentence_texts):
+            found = find(text, span[0])
+            if found:
+                first = Hit(hit.chunk, hit.score, hit.dense, hit.keyword, found, RULE_CONFIDENCE)
+                return [first] + hits[:n] + hits[n + 1 :], max(confidence, RULE_CONFIDENCE)
+    return hits, confidence
 
 
 def clean_question(question: str, max_chars: int) -> str:
@@ -57,42 +80,131 @@ def clean_question(question: str, max_chars: int) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """One question's candidates: the head (re-scored sentence by sentence) as Evidence, and the rows after it
+    in fused order as (row, fused score, cosine)."""
+
+    evidence: Evidence
+    rows: tuple[int, ...]
+    rest: tuple[tuple[int, float, float], ...]
+
+
 class Searcher:
     """Searches one loaded index. The embedder is only needed for the semantic and hybrid modes."""
 
-    def __init__(self, data: IndexData, settings: Settings, embedder: Embedder | None) -> None:
+    def __init__(self, data: IndexData, settings: Settings, embedder: Embedder | None,
+                 model: AnswerModel | None = None) -> None:
         self.data = data
         self.settings = settings
         self.embedder = embedder
+        self.model = model or load_model()
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None,
-               rerank: int | None = None) -> SearchResult:
+            rerank: int | None = None) -> SearchResult:
         """The k best chunks; the best `rerank` of them (default k + rerank_extra) re-scored by their best
-        sentence, the rest in fused order after them. `relevance` is the best sentence's cosine with the question
-        (semantic, hybrid) or the share of the question's terms in the best chunk (keyword): 0 to 1 either way."""
+        sentence as the answer model judges it, the rest in fused order after them. `confidence` is the model's
+        confidence that the documents answer the question (semantic, hybrid), or the share of the question's
+        terms in the best chunk (keyword): 0 to 1 either way."""
         s = self.settings
         k = s.k if k is None else k
-        rerank = k + s.rerank_extra if rerank is None else rerank
         mode = mode or s.mode
         if mode not in MODES:
             raise QuestionError(f"unknown mode '{mode}': use one of {', '.join(MODES)}")
         if k < 1:
             raise QuestionError("k must be at least 1")
         question = clean_question(question, s.max_question_chars)
-        # The question is tokenized once, as the index's chunks were: its terms feed BM25 and the keyword highlight.
+        if mode == "keyword":
+            terms = bm25_tokenize([question], self.data.manifest.bm25)[0]
+            keyword = self.data.bm25.scores(terms, len(self.data.chunks))
+            hits = self._keyword_hits(keyword, k, set(terms))
+            confidence = hits[0].highlight_score if hits else 0.0
+            return SearchResult(question, mode, tuple(hits), confidence, not hits)
+        gathered = self.gather(question, mode, k, k + s.rerank_extra if rerank is None else rerank)
+        hits, confidence = self.judge(gathered)
+        if confidence < s.min_confidence:
+            return SearchResult(question, mode, (), confidence, True)
+        return SearchResult(question, mode, tuple(hits[:k]), confidence, False)
+
+    def gather(self, question: str, mode: str, k: int, rerank: int) -> Gathered:
+        """The candidates of a cleaned question: the nearest and best-keyword chunks, fused, the best `rerank`
+        with their sentences' cosines."""
+        # The question is tokenized once, as the index's chunks were: its terms feed BM25 and the answer model.
         terms = bm25_tokenize([question], self.data.manifest.bm25)[0]
         keyword = self.data.bm25.scores(terms, len(self.data.chunks))
-        if mode == "keyword":
-            hits = self._keyword_hits(keyword, k, set(terms))
-            relevance = hits[0].highlight_score if hits else 0.0
-            return SearchResult(question, mode, tuple(hits), relevance, not hits)
         query = self._encode([question])[0]
         rows, fused, cosines = self._fused_candidates(query, keyword, mode, k)
-        hits = self._rescored(query, rows, fused, cosines, keyword, k, rerank)
-        relevance = max((h.highlight_score for h in hits), default=0.0)
-        if relevance < s.min_relevance:
-            return SearchResult(question, mode, (), relevance, True)
-        return SearchResult(question, mode, tuple(hits), relevance, False)
+        if asks_author(question) and not expanded(question):  # a byline is in a document's first chunk
+            rows, fused, cosines = self._with_first_chunks(query, keyword, rows, fused, cosines, mode)
+        order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
+        head, tail = order[:rerank], order[rerank:]
+        top_keyword = float(keyword.max()) if len(keyword) else 0.0
+        head_rows = [int(rows[i]) for i in head]
+        sentence_cosines = tuple((self.data.chunk_sentence_vectors(r).astype(np.float32) @ query) for r in head_rows)
+        content = content_terms(terms, self.data.manifest.bm25)
+        evidence = Evidence(
+            question, content, self.data.bm25.idf(list(content)), self._unknown_idf,
+            tuple(self.data.chunks[r] for r in head_rows), cosines[head].astype(np.float64),
+            fused[head].astype(np.float64),
+            (keyword[head_rows] / top_keyword if top_keyword > 0 else np.zeros(len(head))).astype(np.float64),
+            sentence_cosines, self.data.manifest.bm25)
+        rest = tuple((int(rows[i]), float(fused[i]), float(cosines[i])) for i in tail)
+        return Gathered(evidence, tuple(head_rows), rest)
+
+    @property
+    def _unknown_idf(self) -> float:
+        """The idf of a term in no chunk: rarer than any the index holds."""
+        total = len(self.data.chunks)
+        return float(np.log(1.0 + (total + 0.5) / 0.5))
+
+    def _with_first_chunks(self, query: np.ndarray, keyword: np.ndarray, rows: np.ndarray, fused: np.ndarray,
+                           cosines: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates plus the first chunk of each of the three best documents, scored like the others and
+        placed just after their document's best chunk, so that they make the re-scored head."""
+        best: dict[str, float] = {}
+        for i in np.argsort(-fused, kind="stable"):
+            best.setdefault(self.data.chunks[int(rows[i])].source, float(fused[i]))
+            if len(best) == 3:
+                break
+        have = set(rows.tolist())
+        extra = [self.data.source_rows[source][0] for source in best if self.data.source_rows[source][0] not in have]
+        if not extra:
+            return rows, fused, cosines
+        extra_rows = np.asarray(extra, dtype=np.int64)
+        extra_cos = np.asarray(self.data.vectors[extra_rows], dtype=np.float32) @ query
+        extra_fused = np.array([best[self.data.chunks[r].source] - 1e-6 for r in extra], dtype=fused.dtype)
+        return (np.concatenate([rows, extra_rows]), np.concatenate([fused, extra_fused]),
+                np.concatenate([cosines, extra_cos]))
+
+    def judge(self, gathered: Gathered) -> tuple[list[Hit], float]:
+        """Hits best first and the confidence that they answer: each head chunk's highlight is the sentence the
+        answer model scores best, and its score mixes the fused score, its sentences' best cosine and the
+        highlight's probability (a chunk holding the one sentence that answers beats one only on topic); the rest
+        follow in fused order."""
+        ev, model = gathered.evidence, self.model
+        logits = model.sentence_scores(sentence_features(ev)) if ev.chunks else np.zeros(0)
+        hits, at, best = [], 0, -np.inf
+        form = "question" if is_question(ev.question) else "statement"
+        for c, chunk in enumerate(ev.chunks):
+            part = logits[at : at + len(chunk.sentences)]
+            i = int(np.argmax(part))
+            p = float(1.0 / (1.0 + np.exp(-part[i])))
+            best = max(best, float(part[i]))
+            score = model.passage_score(form, float(ev.fused[c]), float(ev.sentence_cosines[c].max()), p)
+            hits.append(Hit(chunk, score, float(ev.chunk_cosines[c]), float(ev.keyword[c]),
+                            _highlight(chunk, part, i, model.pair_margin), p))
+            at += len(chunk.sentences)
+        hits.sort(key=lambda h: -h.score)
+        confidence = model.probability(confidence_features(ev, best)) if ev.chunks else 0.0
+        short = expanded(ev.question)
+        if short:
+            hits, confidence = _rule_first(hits, confidence, lambda t, at: expansion(t, at, short), False)
+        elif asks_author(ev.question):
+            hits, confidence = _rule_first(hits, confidence, byline, True)
+        for row, score, cosine in gathered.rest:  # beyond the re-scored head: no highlight was computed
+            chunk = self.data.chunks[row]
+            hits.append(Hit(chunk, score, cosine, 0.0, chunk.sentences[0], 0.0))
+        return hits, confidence
 
     def _fused_candidates(self, query: np.ndarray, keyword: np.ndarray, mode: str,
                           k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,24 +216,6 @@ class Searcher:
         if mode == "hybrid":
             return rows, fuse(cosines, keyword[rows], top_keyword, self.settings.alpha), cosines
         return rows, cosines, cosines
-
-    def _rescored(self, query: np.ndarray, rows: np.ndarray, fused: np.ndarray, cosines: np.ndarray,
-                  keyword: np.ndarray, k: int, rerank: int) -> list[Hit]:
-        """The few best chunks re-scored with their best sentence: a chunk that holds the one sentence answering
-        the question beats a chunk that is only broadly on topic. The others follow in fused order."""
-        weight = self.settings.sentence_weight
-        order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
-        picked = [(int(rows[i]), float(fused[i]), float(cosines[i])) for i in order]
-        head = picked[:rerank]
-        hits = []
-        for (row, score, cosine), (span, span_cosine) in zip(head, self._best_sentences(query, [r for r, _, _ in head])):
-            hits.append(Hit(self.data.chunks[row], (1 - weight) * score + weight * span_cosine, cosine,
-                            float(keyword[row]), span, span_cosine))
-        hits.sort(key=lambda h: -h.score)
-        for row, score, cosine in picked[rerank:]:  # beyond the re-scored head: no highlight was computed
-            chunk = self.data.chunks[row]
-            hits.append(Hit(chunk, score, cosine, float(keyword[row]), chunk.sentences[0], cosine))
-        return hits[:k]
 
     def _candidates(self, query: np.ndarray, pool: int, keyword: np.ndarray | None) -> np.ndarray:
         """Rows to score: the `pool` nearest chunks, and (given BM25 scores, some above 0) the `pool` best
@@ -136,25 +230,6 @@ class Searcher:
         if self.embedder is None:
             raise QuestionError("this search needs the embedding model; use mode 'keyword' or load the model")
         return self.embedder.encode(texts)
-
-    def _best_sentences(self, query: np.ndarray, rows: list[int]) -> list[tuple[tuple[int, int], float]]:
-        """Each chunk's best sentence (the highlight) by its cosine with the question: (span, cosine).
-        Headings echo the question's words but answer nothing; they win only where there is nothing else. The
-        document's own title (its first line) is an answer to questions about the whole document."""
-        chunks = [self.data.chunks[r] for r in rows]
-        if not chunks:
-            return []
-        spans = [span for c in chunks for span in c.sentences]
-        texts = [t for c in chunks for t in c.sentence_texts]
-        cosines = np.concatenate([self.data.chunk_sentence_vectors(r) for r in rows]).astype(np.float32) @ query
-        headings = np.array([_is_heading(t) and span[0] > 0 for t, span in zip(texts, spans)])
-        result, at = [], 0
-        for c in chunks:
-            part = slice(at, at + len(c.sentences))
-            best = at + int(np.argmax(np.where(headings[part], cosines[part] - 10.0, cosines[part])))
-            result.append((spans[best], float(cosines[best])))
-            at += len(c.sentences)
-        return result
 
     def _keyword_hits(self, keyword: np.ndarray, k: int, terms: set[str]) -> list[Hit]:
         """Without the model, the highlight is the sentence sharing the most question terms; its score is the

@@ -17,7 +17,7 @@ def _bm25s():
 
 
 @functools.lru_cache(maxsize=4)
-def _stemmer(language: str):  # -> Stemmer.Stemmer | None; built once, not for every question
+def stemmer_for(language: str):  # -> Stemmer.Stemmer | None; built once, not for every question
     if not language:
         return None
     import Stemmer
@@ -29,8 +29,17 @@ def bm25_tokenize(texts: list[str], params: dict[str, object]) -> list[list[str]
     """Lower-cased word tokens, stemmed and without stop words as the index's BM25 settings say (the manifest's
     "bm25"); the same for chunks and questions."""
     stopwords = str(params.get("stopwords", "")) or None
-    return _bm25s().tokenize(texts, stopwords=stopwords, stemmer=_stemmer(str(params.get("stemmer", ""))),
+    return _bm25s().tokenize(texts, stopwords=stopwords, stemmer=stemmer_for(str(params.get("stemmer", ""))),
                              return_ids=False, show_progress=False)
+
+
+def stopword_list(name: str) -> list[str]:
+    """The stop words bm25s drops for this setting (none for "")."""
+    if not name:
+        return []
+    from bm25s.tokenization import _infer_stopwords
+
+    return list(_infer_stopwords(name))
 
 
 def bm25_from_terms(terms_file: Path, params: dict[str, object]):  # -> bm25s.BM25
@@ -71,3 +80,16 @@ class KeywordIndex:
         if not ids or not rows:
             return np.zeros(rows, dtype=np.float32)
         return np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
+
+    def idf(self, terms: list[str]) -> dict[str, float]:
+        """Each indexed term's inverse document frequency over the chunks (BM25's, Lucene form); terms the index
+        does not hold are left out."""
+        indptr, total = self.bm25.scores["indptr"], float(self.bm25.scores["num_docs"])
+        ends = len(self.bm25.scores["indices"])  # bm25s may leave out the last term's end offset
+        result = {}
+        for term in terms:
+            if term in self.vocab:
+                at = self.vocab[term]
+                df = float((indptr[at + 1] if at + 1 < len(indptr) else ends) - indptr[at])
+                result[term] = float(np.log(1.0 + (total - df + 0.5) / (df + 0.5)))
+        return result

@@ -1,0 +1,351 @@
+"""Which sentence answers, and whether anything does: features of candidate sentences and the learned weights."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qa.errors import ModelError
+from qa.index.keyword import stemmer_for, stopword_list
+from qa.records import Chunk
+
+MODEL_FILE = Path(__file__).parent / "data" / "answer_model.json"
+
+KINDS = ("count", "amount", "date", "person", "place", "other")
+_KIND_PATTERNS = (
+    ("date", r"\bwhen\b|\b(?:what|which|in what)\s+(?:year|date|day|month|century|decade|era|period|season)s?\b"
+             r"|\bhow long ago\b"),
+    ("count", r"\bhow\s+(?:many|often)\b|\b(?:what|which)\s+number\b"),
+    ("amount", r"\bhow\s+(?:much|long|old|far|big|large|tall|high|fast|heavy|deep|wide)\b"
+               r"|\b(?:what|which)\s+(?:percentage|percent|proportion|share|amount|size|rate|price|cost|value)\b"),
+    ("person", r"\bwho(?:m|se)?\b|\b(?:what|which)\s+(?:person|man|woman|author|president|king|queen|leader)\b"),
+    ("place", r"\bwhere\b|\b(?:what|which)\s+(?:country|city|state|place|region|town|continent|area|location)\b"),
+)
+_KIND = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KIND_PATTERNS]
+# Numbers and dates, found from a sentence's words and digits (one pass of simple patterns: this runs for
+# every sentence of every re-scored chunk).
+_NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve twenty thirty hundred "
+                          "thousand million billion trillion dozen half percent".split())
+_DATE_WORDS = frozenset("january february march april may june july august september october november december "
+                        "century centuries decade".split())
+_DIGIT = re.compile(r"\d")
+_DATE = re.compile(r"\b(?:1\d{3}|20\d{2})s?\b|\b\d{1,2}(?:st|nd|rd|th)\b")
+_AMOUNT = re.compile(r"[$€£¥%]|\b(?:million|billion|trillion|percent|per cent)\b|\d\s?(?:km|kg|mi|lb|ton|acre|hectare|"
+                     r"metre|meter|mile|feet|foot|hour|minute|year|day)s?\b", re.IGNORECASE)
+_CAPITALISED = re.compile(r"(?<=[\s(\"'“‘])[A-Z][\w'’-]+")
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+# How questions are asked, not what they ask about: left out of the terms the answer model weighs.
+_QUESTION_WORDS = ("who whom whose what which when where why how do does did doing can could would should shall "
+                   "may might must is are was were am be been has have had i me my we our you your please tell "
+                   "explain describe show give list find know about any there much many").split()
+_AUTHOR_QUESTION = re.compile(r"\bwho\b.*\b(?:wrote|write|writes|written|authored|signed|sent)\b|\bauthors?\b|"
+                              r"\bwriters?\b|\bwritten by\b", re.IGNORECASE)
+_NAME = r"(?:[A-Z][a-zà-ÿ'’-]+|[A-Z]\.)"
+_PERSON = rf"{_NAME}(?:[ \t]+{_NAME}){{1,3}}"
+_MARKS = r"[ \t∗*+#$†‡\d]*"
+_BY = re.compile(rf"\b(?:[Bb]y|[Ff]rom|[Aa]uthors?:?|[Ww]ritten by)\s+(?:(?:Dr|Prof|Mr|Mrs|Ms)\.?\s+)?{_PERSON}")
+_NAME_LINE = re.compile(rf"^[ \t]*{_PERSON}{_MARKS}(?:(?:,|\band\b){_MARKS}\s*{_PERSON}{_MARKS})*,?[ \t]*$", re.MULTILINE)
+BYLINE_ZONE = 1000  # characters from a document's start where its author is named
+RULE_CONFIDENCE = 0.75  # what the byline and abbreviation rules claim: not a measured probability (docs/evaluation.md)
+_SENTENCE_END = tuple(".!?。！？…\"”’')»")
+
+# One row per candidate sentence; the model file names them, so a file for other features is refused.
+SENTENCE_FEATURES = (
+    "cosine", "cosine_below_best", "cosine_below_chunk_best", "chunk_cosine", "fused_below_best", "keyword",
+    "overlap", "overlap_previous", "overlap_next", "overlap_window", "bigrams", "terms_matched", "best_in_chunk",
+    "novel_words", "restates", "log_words", "short", "heading",
+    "table_row", "document_title", "first_in_chunk", "question_mark", "has_number", "has_date", "has_name",
+    "has_amount", *(f"{kind}_{has}" for kind in KINDS for has in ("number", "date", "name", "amount")),
+)
+_HEADING, _TITLE = SENTENCE_FEATURES.index("heading"), SENTENCE_FEATURES.index("document_title")
+HEADING_PENALTY = 20.0
+# One row per question, from its best candidates: is the question answered here at all?
+CONFIDENCE_FEATURES = ("best_sentence", "best_cosine", "top_chunk_cosine", "top_overlap", "known_terms",
+                       "log_terms")
+
+
+def question_kind(question: str) -> str:
+    """What the question asks for: a number, a date, a person, a place or anything else."""
+    for kind, pattern in _KIND:
+        if pattern.search(question):
+            return kind
+    return "other"
+
+
+def is_heading(text: str) -> bool:
+    """A short line with no closing punctuation: a title or section heading rather than a sentence."""
+    return "\n" not in text and len(text.split()) <= 10 and not text.rstrip().endswith(_SENTENCE_END)
+
+
+_ASKING = re.compile(r"^\W*(?:who|whom|whose|what|which|when|where|why|how|is|are|was|were|do|does|did|can|could|"
+                     r"should|would|will|has|have|had)\b|\?\W*$|_{3}", re.IGNORECASE)
+
+
+def is_question(text: str) -> bool:
+    """A question ("How much ...?") rather than a statement to find evidence for (a search, a claim to check):
+    the two are ranked with their own weights."""
+    return bool(_ASKING.search(text))
+
+
+def asks_author(question: str) -> bool:
+    """"Who wrote this?", "Who is the author?": answered by the document's byline, which no sentence model
+    trained on encyclopaedia questions learns."""
+    return bool(_AUTHOR_QUESTION.search(question))
+
+
+def byline(text: str, start: int) -> tuple[int, int] | None:
+    """The span of an author's byline in a sentence at `start` near its document's start, after the title line:
+    the sentence for "A message from Chiu Hui-Li" or "By Jane Doe", the line for a line of names ("Mohammad
+    Chuttur", "Andreas Gal, Brendan Eich")."""
+    if start >= BYLINE_ZONE:
+        return None
+    if start > 0 and _BY.search(text):
+        return start, start + len(text)
+    for line in _NAME_LINE.finditer(text):
+        if start + line.start() > 0:
+            begin = start + line.start() + len(line.group()) - len(line.group().lstrip())
+            return begin, start + line.start() + len(line.group().rstrip().rstrip(","))
+    return None
+
+
+_EXPANSION_QUESTION = re.compile(r"\bwhat\s+(?:does|do|did|is|are)\s+(?:the\s+)?(?:acronym\s+|abbreviation\s+)?[\"'“‘`]?"
+                                 r"([A-Za-z][\w.&-]{1,15})[\"'”’`]?\s+(?:stand\s+for|short\s+for|mean)\b", re.IGNORECASE)
+
+
+def expanded(question: str) -> str | None:
+    """The abbreviation a question like "What does TAITRA stand for?" asks about."""
+    found = _EXPANSION_QUESTION.search(question)
+    return found.group(1) if found else None
+
+
+def expansion(text: str, start: int, short: str) -> tuple[int, int] | None:
+    """The span of the sentence at `start` if it spells `short` out: "... Council (TAITRA)" or "mpsc stands for".
+    A rule, like the byline's."""
+    s = re.escape(short)
+    if re.search(rf"\w[\w\s,.&'’-]*\(\s*{s}\s*\)|\b{s}\W{{0,2}}\s+(?:stands|is short)\s+for\b", text, re.IGNORECASE):
+        return start, start + len(text)
+    return None
+
+
+def content_terms(terms: list[str], params: dict[str, object]) -> tuple[str, ...]:
+    """The question's terms without its question words (stemmed as the terms are)."""
+    stem, _ = _tokenizer(str(params.get("stemmer", "")), str(params.get("stopwords", "")))
+    asking = set(stem(_QUESTION_WORDS))
+    return tuple(t for t in terms if t not in asking)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(stemmer: str, stopwords: str):  # -> (stem, stop words)
+    stem = stemmer_for(stemmer)
+    return (stem.stemWords if stem else (lambda words: words)), frozenset(stopword_list(stopwords))
+
+
+def words(texts: list[str], params: dict[str, object], lowered: list[list[str]] | None = None) -> list[list[str]]:
+    """The BM25 tokenizer's terms of each text (lower-cased, stop words out, stemmed), for many short texts at
+    once: one stemmer call, not one per sentence. `lowered`: the texts' lower-cased words, if already split."""
+    stem, stop = _tokenizer(str(params.get("stemmer", "")), str(params.get("stopwords", "")))
+    lowered = lowered if lowered is not None else [_TOKEN.findall(t.lower()) for t in texts]
+    split = [[w for w in ws if w not in stop] for ws in lowered]
+    flat = stem([w for ws in split for w in ws])
+    out, at = [], 0
+    for ws in split:
+        out.append(flat[at : at + len(ws)])
+        at += len(ws)
+    return out
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The re-scored chunks of one question, what the answer model reads: per chunk its cosine, fused score and
+    BM25 share; per sentence its cosine with the question."""
+
+    question: str
+    terms: tuple[str, ...]  # content terms only (content_terms)
+    idf: dict[str, float]  # of the terms the index holds; the others count as rarer than any
+    unknown_idf: float
+    chunks: tuple[Chunk, ...]
+    chunk_cosines: np.ndarray
+    fused: np.ndarray
+    keyword: np.ndarray  # BM25 over the best candidate's
+    sentence_cosines: tuple[np.ndarray, ...]
+    params: dict[str, object]
+
+
+@dataclass(frozen=True)
+class _Sentences:
+    """What a chunk's sentences are, whatever the question: worked out once per chunk and kept."""
+
+    counts: tuple[dict[str, int], ...]  # each sentence's terms with how often they occur
+    sizes: tuple[int, ...]  # terms per sentence
+    pairs: tuple[frozenset[tuple[str, str]], ...]
+    capitals: tuple[frozenset[str], ...]  # capitalised words after the first, lower-cased
+    fixed: np.ndarray  # per sentence: log_words, short, heading, table_row, document_title, first, question_mark,
+    # has_number, has_date, has_amount
+    index_terms: frozenset[str]  # the whole chunk's, with its title context
+
+
+@functools.lru_cache(maxsize=20000)
+def _sentences(chunk: Chunk, stemmer: str, stopwords: str) -> _Sentences:
+    texts = chunk.sentence_texts
+    lowered = [_TOKEN.findall(t.lower()) for t in texts]
+    tokens = words(texts + [chunk.context], {"stemmer": stemmer, "stopwords": stopwords},
+                   lowered + [_TOKEN.findall(chunk.context.lower())])
+    fixed = np.empty((len(texts), 10))
+    for i, (t, span, low) in enumerate(zip(texts, chunk.sentences, lowered)):
+        count = len(t.split())
+        digits = _DIGIT.search(t) is not None
+        fixed[i] = (math.log1p(count), count < 4, "\n" not in t and count <= 10 and not t.rstrip().endswith(_SENTENCE_END),
+                    "\t" in t, span[0] == 0, i == 0, t.rstrip().endswith("?"),
+                    digits or not _NUMBER_WORDS.isdisjoint(low),
+                    (digits and _DATE.search(t) is not None) or not _DATE_WORDS.isdisjoint(low),
+                    _AMOUNT.search(t) is not None)
+    counts = []
+    for ts in tokens[:-1]:
+        seen: dict[str, int] = {}
+        for w in ts:
+            seen[w] = seen.get(w, 0) + 1
+        counts.append(seen)
+    return _Sentences(tuple(counts), tuple(len(ts) for ts in tokens[:-1]),
+                      tuple(frozenset(zip(ts, ts[1:])) for ts in tokens[:-1]),
+                      tuple(frozenset(w.lower() for w in _CAPITALISED.findall(" " + t)) for t in texts),
+                      fixed, frozenset(w for ts in tokens for w in ts))
+
+
+def _table(ev: Evidence, chunk: Chunk) -> _Sentences:
+    return _sentences(chunk, str(ev.params.get("stemmer", "")), str(ev.params.get("stopwords", "")))
+
+
+def sentence_features(ev: Evidence) -> np.ndarray:
+    """One row of SENTENCE_FEATURES per sentence of every chunk, chunk after chunk."""
+    tables = [_table(ev, c) for c in ev.chunks]
+    sets = [ts for t in tables for ts in t.counts]
+    if not sets:
+        return np.zeros((0, len(SENTENCE_FEATURES)), dtype=np.float32)
+    terms = list(dict.fromkeys(ev.terms))
+    weight = np.array([ev.idf.get(t, ev.unknown_idf) for t in terms])
+    total = float(weight.sum()) or 1.0
+    has = np.array([[t in ts for t in terms] for ts in sets], dtype=np.float64).reshape(len(sets), len(terms))
+    sizes = [len(t.counts) for t in tables]
+    chunk_of = np.repeat(np.arange(len(tables)), sizes)
+    position = np.concatenate([np.arange(n) for n in sizes])
+    last = position == np.repeat(np.asarray(sizes) - 1, sizes)
+    before = np.vstack([np.zeros((1, len(terms))), has[:-1]]) * (position > 0)[:, None]
+    after = np.vstack([has[1:], np.zeros((1, len(terms)))]) * (~last)[:, None]
+    overlap = has @ weight / total
+    window = np.maximum(has, np.maximum(before, after)) @ weight / total
+    pairs = set(zip(ev.terms, ev.terms[1:]))
+    bigrams = np.array([len(pairs & p) / len(pairs) if pairs else 0.0 for t in tables for p in t.pairs])
+    matched = has.sum(axis=1) / max(len(terms), 1)
+    sizes_terms = np.array([n for t in tables for n in t.sizes], dtype=np.float64)
+    asked_count = np.array([sum(ts.get(w, 0) for w in terms) for ts in sets], dtype=np.float64)
+    novel = np.where(sizes_terms > 0, 1.0 - asked_count / np.maximum(sizes_terms, 1), 0.0)
+    asked = {w.lower() for w in _TOKEN.findall(ev.question)}
+    has_name = np.array([bool(caps - asked) for t in tables for caps in t.capitals], dtype=np.float64)
+    fixed = np.vstack([t.fixed for t in tables])
+    cosines = np.concatenate(ev.sentence_cosines).astype(np.float64)
+    best_chunk = np.array([float(c.max()) for c in ev.sentence_cosines])[chunk_of]
+    kind = np.array([k == question_kind(ev.question) for k in KINDS], dtype=np.float64)
+    types = np.column_stack([fixed[:, 7], fixed[:, 8], has_name, fixed[:, 9]])
+    columns = [
+        cosines, cosines - cosines.max(), cosines - best_chunk, ev.chunk_cosines[chunk_of],
+        (ev.fused - ev.fused.max())[chunk_of], ev.keyword[chunk_of], overlap, before @ weight / total,
+        after @ weight / total, window, bigrams, matched, (cosines >= best_chunk).astype(np.float64), novel,
+        overlap * (1.0 - novel), *fixed[:, :7].T, *types.T, *(kind[:, None, None] * types.T[None]).reshape(-1, len(sets)),
+    ]
+    return np.column_stack(columns).astype(np.float32)
+
+
+def confidence_features(ev: Evidence, best_logit: float) -> np.ndarray:
+    """One row of CONFIDENCE_FEATURES: how well the best candidates answer, and how much of the question the
+    index knows at all (a question whose words are nowhere in the documents is rarely answered by them)."""
+    cosines = np.concatenate(ev.sentence_cosines) if ev.sentence_cosines else np.zeros(1)
+    weights = {t: ev.idf.get(t, ev.unknown_idf) for t in ev.terms}
+    total = sum(weights.values()) or 1.0
+    top = _table(ev, ev.chunks[int(np.argmax(ev.fused))]).index_terms if ev.chunks else frozenset()
+    known = sum(1 for t in ev.terms if t in ev.idf) / max(len(ev.terms), 1)
+    return np.array([best_logit, float(cosines.max()), float(ev.chunk_cosines.max()) if ev.chunks else 0.0,
+                     sum(w for t, w in weights.items() if t in top) / total, known, math.log1p(len(ev.terms))],
+                    dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A logistic model over standardised features: weights, bias, and each feature's mean and scale."""
+
+    names: tuple[str, ...]
+    weights: np.ndarray
+    bias: float
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.weights + self.bias
+
+    def to_dict(self) -> dict[str, object]:
+        return {"names": list(self.names), "weights": self.weights.round(6).tolist(), "bias": round(self.bias, 6),
+                "mean": self.mean.round(6).tolist(), "scale": self.scale.round(6).tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict, expected: tuple[str, ...]) -> Linear:
+        names = tuple(data["names"])
+        if names != expected:
+            raise ModelError("the answer model file was made for other features: reinstall docqa")
+        arrays = [np.asarray(data[key], dtype=np.float64) for key in ("weights", "mean", "scale")]
+        if any(a.shape != (len(names),) or not np.isfinite(a).all() for a in arrays) or (arrays[2] <= 0).any():
+            raise ModelError("the answer model file is damaged: reinstall docqa")
+        return cls(names, arrays[0], float(data["bias"]), arrays[1], arrays[2])
+
+
+@dataclass(frozen=True)
+class AnswerModel:
+    """The answer-sentence scorer; a passage's score as its fused score, its sentences' best cosine and its
+    highlight's probability mixed by `passage_weights` (cosine, probability), one pair for questions and one for
+    statements; the confidence model."""
+
+    sentence: Linear
+    confidence: Linear
+    passage_weights: dict[str, tuple[float, float]]
+    # A neighbouring sentence joins the highlight when its logit is within this of the best one's.
+    pair_margin: float
+    about: dict
+
+    def to_dict(self) -> dict[str, object]:
+        return {"about": self.about, "sentence": self.sentence.to_dict(), "confidence": self.confidence.to_dict(),
+                "passage_weights": {k: list(v) for k, v in self.passage_weights.items()},
+                "pair_margin": self.pair_margin}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnswerModel:
+        weights = {form: (float(data["passage_weights"][form][0]), float(data["passage_weights"][form][1]))
+                   for form in ("question", "statement")}
+        if not all(0 <= c and 0 <= p and c + p <= 1 for c, p in weights.values()):
+            raise ModelError("the answer model's passage weights are out of range: reinstall docqa")
+        return cls(Linear.from_dict(data["sentence"], SENTENCE_FEATURES),
+                   Linear.from_dict(data["confidence"], CONFIDENCE_FEATURES), weights,
+                   float(data["pair_margin"]), dict(data.get("about", {})))
+
+    def passage_score(self, form: str, fused: float, cosine: float, probability: float) -> float:
+        w_cos, w_p = self.passage_weights[form]
+        return (1 - w_cos - w_p) * fused + w_cos * cosine + w_p * probability
+
+    def sentence_scores(self, x: np.ndarray) -> np.ndarray:
+        """Each sentence's logit; a heading (not the document's title) only where nothing else is: it names a
+        topic and answers nothing, however well it matches the question's words."""
+        heading = (x[:, _HEADING] > 0) & (x[:, _TITLE] == 0)
+        return self.sentence.logits(x) - HEADING_PENALTY * heading
+
+    def probability(self, x: np.ndarray) -> float:
+        return float(1.0 / (1.0 + np.exp(-self.confidence.logits(x[None, :])[0])))
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(path: Path = MODEL_FILE) -> AnswerModel:
+    try:
+        return AnswerModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"cannot read the answer model {path} ({error}): reinstall docqa") from None

@@ -1,0 +1,150 @@
+"""The answer: the learned sentence scorer, the byline rule, the confidence, and the answer in the API and CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import QUESTIONS, ROOT
+from qa.answering import (CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, asks_author,
+                          byline, content_terms, expanded, expansion, load_model, question_kind)
+from qa.errors import ModelError
+
+PARAMS = {"stemmer": "english", "stopwords": "en"}
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("How many cases of Japanese FDI went to Taiwan?", "count"), ("How much has Taiwan invested?", "amount"),
+    ("When was the council founded?", "date"), ("In what year did it open?", "date"),
+    ("Who painted the Mona Lisa?", "person"), ("Where is TAITRA based?", "place"),
+    ("What does TAITRA stand for?", "other"),
+])
+def test_question_kind(question, kind):
+    assert question_kind(question) == kind
+
+
+@pytest.mark.parametrize("text, start, expected", [
+    ("A message from Chiu Hui-Li, Executive Director, Market Development Department", 56, "A message from"),
+    ("Mohammad Chuttur", 120, "Mohammad Chuttur"),
+    ("Andreas Gal∗+, Brendan Eich∗\n, Mike Shaver∗", 70, "Andreas Gal∗+, Brendan Eich∗"),
+    ("By Jane Doe", 40, "By Jane Doe"),
+    # a title, then the author's line, then the affiliation, all one "sentence" of a PDF's first page
+    ("Overview of the Technology Acceptance Model\nMohammad Chuttur\nIndiana University, USA", 0, "Mohammad Chuttur"),
+    ("From the section US & Canada", 60, None),  # a news site's menu, not an author
+    ("Indiana University, USA", 140, None),
+    ("Developments and Future Directions", 100, None),
+    ("Mohammad Chuttur", 0, None),  # the document's title line
+    ("Mohammad Chuttur", 5000, None),  # far from the start: a name in the text, not a byline
+])
+def test_byline(text, start, expected):
+    span = byline(text, start)
+    if expected is None:
+        assert span is None
+    else:
+        assert span is not None and text[span[0] - start : span[1] - start].startswith(expected)
+
+
+@pytest.mark.parametrize("question, short", [("What does TAITRA stand for?", "TAITRA"),
+                                             ("What does `mpsc` stand for in Rust?", "mpsc"),
+                                             ("What is the capital of France?", None)])
+def test_abbreviation_questions(question, short):
+    assert expanded(question) == short
+
+
+def test_expansion_finds_the_spelled_out_name():
+    text = "A message from Chiu Hui-Li, The Taiwan External Trade Development Council (TAITRA)"
+    assert expansion(text, 40, "TAITRA") == (40, 40 + len(text))
+    assert expansion("`mpsc` stands for _multiple producer, single consumer_.", 0, "mpsc")
+    assert expansion("TAITRA handles supply chain cooperation.", 0, "TAITRA") is None
+
+
+def test_author_questions_and_content_terms():
+    assert asks_author("Who wrote this message?") and asks_author("Who is the author?")
+    assert not asks_author("Who won the 2018 World Cup?")
+    assert content_terms(["who", "wrote", "messag", "doe", "stand"], PARAMS) == ("wrote", "messag", "stand")
+
+
+def test_shipped_model_loads_and_names_its_features():
+    model = load_model()
+    assert model.sentence.names == SENTENCE_FEATURES and model.confidence.names == CONFIDENCE_FEATURES
+    assert model.about.get("made_by"), "the model file says which command made it"
+    assert set(model.passage_weights) == {"question", "statement"}
+    assert all(0 <= c and 0 <= p and c + p <= 1 for c, p in model.passage_weights.values())
+
+
+@pytest.mark.parametrize("damage", ["names", "weights", "scale", "json"])
+def test_a_damaged_model_file_is_refused(tmp_path, damage):
+    data = json.loads(MODEL_FILE.read_text(encoding="utf-8"))
+    if damage == "names":
+        data["sentence"]["names"] = data["sentence"]["names"][::-1]
+    elif damage == "weights":
+        data["confidence"]["weights"] = data["confidence"]["weights"][:-1]
+    elif damage == "scale":
+        data["sentence"]["scale"][0] = 0.0
+    path = tmp_path / "model.json"
+    path.write_text("{" if damage == "json" else json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelError, match="reinstall"):
+        load_model.__wrapped__(path)
+
+
+def test_model_round_trips_through_its_file(tmp_path):
+    model = load_model()
+    again = AnswerModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    x = np.linspace(-1, 1, len(SENTENCE_FEATURES))[None, :]
+    assert np.allclose(again.sentence.logits(x), model.sentence.logits(x), atol=1e-5)
+
+
+def test_abbreviation_question_is_answered_by_its_expansion(seed_retriever):
+    answer = seed_retriever.ask("What does TAITRA stand for?")
+    assert "Taiwan External Trade Development Council (TAITRA)" in answer.answer.text
+
+
+@pytest.mark.parametrize("question", ["Who wrote this message?", "Who is the author?",
+                                      "Who wrote the message about Japan-Taiwan relations?"])
+def test_author_questions_are_answered_by_the_byline(seed_retriever, question):
+    answer = seed_retriever.ask(question)
+    assert answer.answer is not None, "the article names its author on line 3"
+    assert "Chiu Hui-Li" in answer.answer.text
+    assert answer.passages[0].highlighted_text == answer.answer.text
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("How much has Japan invested in Taiwan?", "48.7 billion"),
+    ("What was the bilateral trade volume between Japan and Taiwan in 2020?", "71.18 billion"),
+])
+def test_the_answer_sentence_holds_the_amount(seed_retriever, question, expected):
+    answer = seed_retriever.ask(question)
+    assert expected in answer.answer.text
+
+
+def test_answer_is_quoted_exactly_with_its_place(seed_retriever, seed_index):
+    answer = seed_retriever.ask("How many cases of Japanese FDI went to Taiwan?")
+    quote, top = answer.answer, answer.passages[0]
+    text = seed_retriever.data.document_text(quote.source)
+    assert text[quote.start : quote.end] == quote.text == top.highlighted_text
+    assert top.start <= quote.start < quote.end <= top.end
+    assert quote.line == text.count("\n", 0, quote.start) + 1  # a text file: lines from the document's start
+    assert 0.5 <= answer.confidence <= 1.0
+
+
+def test_refused_question_has_no_answer_and_a_low_confidence(seed_retriever):
+    answer = seed_retriever.ask("What is the recipe for banana bread?")
+    assert answer.answer is None and answer.passages == ()
+    assert 0.0 <= answer.confidence < 0.5
+
+
+def test_cli_json_carries_the_answer_and_confidence(seed_index):
+    out = subprocess.run([sys.executable, "-m", "qa", "ask", "--index", str(seed_index), "--json",
+                          "How much has Taiwan invested directly in Japan?"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300, check=True).stdout
+    data = json.loads(out)
+    assert "9.22 billion" in data["answer"]["text"]
+    assert data["answer"]["source"] == data["passages"][0]["source"]
+    assert 0.5 <= data["confidence"] <= 1
+    plain = subprocess.run([sys.executable, "-m", "qa", "ask", "--index", str(seed_index),
+                            "How much has Taiwan invested directly in Japan?"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=300, check=True).stdout
+    assert plain.startswith("Answer: Meanwhile, Taiwan has made over US$ 9.22 billion")
