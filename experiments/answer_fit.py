@@ -262,6 +262,14 @@ def fit(cache: Path, write: bool) -> None:
               "scifact (test)": _old_rate(sci, 1, "test"), "wiki_sci (test)": _old_rate(wiki_sci, 0, "test")}
     report["abstention after (held out: SQuAD folds, SciFact test claims)"] = rates
     report["abstention before (cosine cut-off 0.273)"] = before
+    # Precision and recall of "not found" per corpus: its own questions (answerable) against the other
+    # corpus's (unanswerable), held out as above.
+    test = {name: _split(sets[name][2], "test") for name in ("scifact", "wiki_sci")}
+    pairs = {"SQuAD files": (oof["squad"], oof["wiki_sci"][test["wiki_sci"]]),
+             "SciFact corpus": (oof["scifact"][test["scifact"]], oof["sci_wiki"])}
+    report["abstention precision / recall (held out)"] = {
+        name: _precision_recall(answerable_scores - shift < 0, unanswerable_scores - shift < 0)
+        for name, (answerable_scores, unanswerable_scores) in pairs.items()}
 
     model = AnswerModel(sentence, confidence, weights, margin, {})
     report["squad (cross-validated by article) before"] = answer_figures(squad, None, (0, 0), answerable)
@@ -279,6 +287,14 @@ def fit(cache: Path, write: bool) -> None:
         model = AnswerModel(sentence, confidence, weights, margin, about)
         MODEL_FILE.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")
         print(f"wrote {MODEL_FILE}", file=sys.stderr)
+
+
+def _precision_recall(refused_answerable: np.ndarray, refused_unanswerable: np.ndarray) -> dict[str, float]:
+    """Of the questions refused, the share that had no answer (precision); of those without, the share refused."""
+    right, wrong = int(refused_unanswerable.sum()), int(refused_answerable.sum())
+    return {"precision": round(right / max(right + wrong, 1), 4),
+            "recall": round(right / max(len(refused_unanswerable), 1), 4),
+            "answerable": len(refused_answerable), "unanswerable": len(refused_unanswerable)}
 
 
 def _split(groups: list[str], split: str) -> np.ndarray:

@@ -5,6 +5,8 @@ Usage:
                                                                   candidate sentences with their features and labels
   .venv/bin/python experiments/answers.py fit [--write]           fit on the training data, report held-out figures,
                                                                   and (--write) ship qa/data/answer_model.json
+  .venv/bin/python experiments/answers.py speed                   the answer model's time per question (after
+                                                                  gather): first sight of the chunks, and again
 
 Data (read from ../shared, never copied):
   squad      SQuAD v1.1 dev half: 24 articles indexed as 24 files; its 4,785 questions (answerable). Fitted and
@@ -166,14 +168,46 @@ def gather(cache: Path) -> None:
             _substring_label)
 
 
+def speed(cache: Path) -> None:
+    """The answer model's share of a question (Searcher.judge: features, logits, confidence), p50 over 300
+    questions each on SciFact and SQuAD: with the chunks' sentence tables built for the first time, and again."""
+    import time
+
+    from qa.evaluation import p50_p95
+
+    sci_folder = SHARED / "eval" / "scifact"
+    full = load_beir(sci_folder, "test", max_docs=None)
+    scifact, _ = prepare(sci_folder, full, Settings(), None, Path("/tmp/evalcache-v2"))
+    squad = _folder_retriever(cache / "squad" / "corpus", cache / "squad" / "index")
+    sets = {"scifact": (scifact, list(full.queries.values())[:300]),
+            "squad": (squad, [q["question"] for q in squad_corpus(cache / "squad" / "corpus")][::16][:300])}
+    from qa.answering import _sentences  # noqa: PLC0415 (its cache is what "first sight" empties)
+
+    for name, (retriever, questions) in sets.items():
+        gathered = [retriever.searcher.gather(clean_question(q, 2000), "hybrid", 5, HEAD) for q in questions]
+        cold, warm = [], []
+        for g in gathered:
+            _sentences.cache_clear()
+            began = time.perf_counter()
+            retriever.searcher.judge(g)
+            cold.append((time.perf_counter() - began) * 1000)
+            began = time.perf_counter()
+            retriever.searcher.judge(g)
+            warm.append((time.perf_counter() - began) * 1000)
+        print(f"{name}: answer model per question, first sight p50/p95 {p50_p95(cold)[0]:.2f}/{p50_p95(cold)[1]:.2f} ms, "
+              f"chunks seen before {p50_p95(warm)[0]:.2f}/{p50_p95(warm)[1]:.2f} ms ({len(questions)} questions)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("gather", "fit"))
+    parser.add_argument("stage", choices=("gather", "fit", "speed"))
     parser.add_argument("--cache", type=Path, default=ROOT / ".qa-cache" / "answers")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     if args.stage == "gather":
         gather(args.cache)
+    elif args.stage == "speed":
+        speed(args.cache)
     else:
         from experiments.answer_fit import fit  # noqa: PLC0415 (the fitting half, with its own imports)
 

@@ -5,6 +5,7 @@ import functools
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,10 @@ _DATE_WORDS = frozenset("january february march april may june july august septe
                         "century centuries decade".split())
 _DIGIT = re.compile(r"\d")
 _DATE = re.compile(r"\b(?:1\d{3}|20\d{2})s?\b|\b\d{1,2}(?:st|nd|rd|th)\b")
-_AMOUNT = re.compile(r"[$€£¥%]|\b(?:million|billion|trillion|percent|per cent)\b|\d\s?(?:km|kg|mi|lb|ton|acre|hectare|"
-                     r"metre|meter|mile|feet|foot|hour|minute|year|day)s?\b", re.IGNORECASE)
+_AMOUNT_SIGNS = frozenset("$€£¥%")
+_AMOUNT_WORDS = frozenset("million billion trillion percent".split())
+_MEASURE = re.compile(r"\d\s?(?:km|kg|mi|lb|ton|acre|hectare|metre|meter|mile|feet|foot|hour|minute|year|day)s?\b",
+                      re.IGNORECASE)
 _CAPITALISED = re.compile(r"(?<=[\s(\"'“‘])[A-Z][\w'’-]+")
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 # How questions are asked, not what they ask about: left out of the terms the answer model weighs.
@@ -134,9 +137,13 @@ def expansion(text: str, start: int, short: str) -> tuple[int, int] | None:
 
 def content_terms(terms: list[str], params: dict[str, object]) -> tuple[str, ...]:
     """The question's terms without its question words (stemmed as the terms are)."""
-    stem, _ = _tokenizer(str(params.get("stemmer", "")), str(params.get("stopwords", "")))
-    asking = set(stem(_QUESTION_WORDS))
+    asking = _asking(str(params.get("stemmer", "")), str(params.get("stopwords", "")))
     return tuple(t for t in terms if t not in asking)
+
+
+@functools.lru_cache(maxsize=4)
+def _asking(stemmer: str, stopwords: str) -> frozenset[str]:
+    return frozenset(_tokenizer(stemmer, stopwords)[0](_QUESTION_WORDS))
 
 
 @functools.lru_cache(maxsize=4)
@@ -180,7 +187,7 @@ class Evidence:
 class _Sentences:
     """What a chunk's sentences are, whatever the question: worked out once per chunk and kept."""
 
-    counts: tuple[dict[str, int], ...]  # each sentence's terms with how often they occur
+    counts: tuple[Counter[str], ...]  # each sentence's terms with how often they occur
     sizes: tuple[int, ...]  # terms per sentence
     pairs: tuple[frozenset[tuple[str, str]], ...]
     capitals: tuple[frozenset[str], ...]  # capitalised words after the first, lower-cased
@@ -195,25 +202,22 @@ def _sentences(chunk: Chunk, stemmer: str, stopwords: str) -> _Sentences:
     lowered = [_TOKEN.findall(t.lower()) for t in texts]
     tokens = words(texts + [chunk.context], {"stemmer": stemmer, "stopwords": stopwords},
                    lowered + [_TOKEN.findall(chunk.context.lower())])
-    fixed = np.empty((len(texts), 10))
+    rows = []
     for i, (t, span, low) in enumerate(zip(texts, chunk.sentences, lowered)):
         count = len(t.split())
         digits = _DIGIT.search(t) is not None
-        fixed[i] = (math.log1p(count), count < 4, "\n" not in t and count <= 10 and not t.rstrip().endswith(_SENTENCE_END),
-                    "\t" in t, span[0] == 0, i == 0, t.rstrip().endswith("?"),
-                    digits or not _NUMBER_WORDS.isdisjoint(low),
-                    (digits and _DATE.search(t) is not None) or not _DATE_WORDS.isdisjoint(low),
-                    _AMOUNT.search(t) is not None)
-    counts = []
-    for ts in tokens[:-1]:
-        seen: dict[str, int] = {}
-        for w in ts:
-            seen[w] = seen.get(w, 0) + 1
-        counts.append(seen)
+        rows.append((math.log1p(count), count < 4, "\n" not in t and count <= 10 and not t.rstrip().endswith(_SENTENCE_END),
+                     "\t" in t, span[0] == 0, i == 0, t.rstrip().endswith("?"),
+                     digits or not _NUMBER_WORDS.isdisjoint(low),
+                     (digits and _DATE.search(t) is not None) or not _DATE_WORDS.isdisjoint(low),
+                     not _AMOUNT_SIGNS.isdisjoint(t) or not _AMOUNT_WORDS.isdisjoint(low)
+                     or (digits and _MEASURE.search(t) is not None)))
+    fixed = np.array(rows, dtype=np.float64).reshape(len(texts), 10)
+    counts = [Counter(ts) for ts in tokens[:-1]]
     return _Sentences(tuple(counts), tuple(len(ts) for ts in tokens[:-1]),
                       tuple(frozenset(zip(ts, ts[1:])) for ts in tokens[:-1]),
-                      tuple(frozenset(w.lower() for w in _CAPITALISED.findall(" " + t)) for t in texts),
-                      fixed, frozenset(w for ts in tokens for w in ts))
+                      tuple(frozenset(map(str.lower, _CAPITALISED.findall(" " + t))) for t in texts),
+                      fixed, frozenset().union(*tokens))
 
 
 def _table(ev: Evidence, chunk: Chunk) -> _Sentences:
