@@ -49,8 +49,11 @@ def test_ask_json_schema_and_answers_from_each_format(mixed):
 
     folder, index, phrases, _, _ = mixed
     out = json.loads(run("ask", QUESTIONS["report.pdf"], "--index", str(index), "--json", "--k", "3").stdout)
-    assert set(out) == {"question", "passages"}
+    assert set(out) == {"question", "answer", "confidence", "passages"}
+    assert set(out["answer"]) == {"text", "source", "start", "end", "page", "line", "page_label"}
+    assert 0.5 <= out["confidence"] <= 1
     top = out["passages"][0]
+    assert out["answer"]["text"] == top["text"][top["highlight"][0] - top["start"] : top["highlight"][1] - top["start"]]
     assert set(top) == {"source", "page", "page_label", "line", "start", "end", "text", "score", "highlight"}
     assert top["source"] == "report.pdf" and top["page"] == 2 and "thirty metres" in top["text"]
     assert isinstance(top["line"], int) and isinstance(top["score"], float)
@@ -73,7 +76,8 @@ def test_second_index_run_embeds_nothing(mixed):
 def test_human_output_and_progress(mixed, tmp_path):
     folder, index, _, _, stderr = mixed
     out = run("ask", QUESTIONS["notes.txt"], "--index", str(index)).stdout
-    assert out.startswith("[1] notes.txt, line 1") and ">>" in out
+    assert out.startswith("Answer: The lighthouse keeper logged forty storms in 1893.\n  (notes.txt, line 1, confidence")
+    assert "\n[1] notes.txt, line 1" in out and ">>" in out
     result = run("index", str(folder), "--index", str(tmp_path / "fresh"))
     assert "7 added" in result.stdout and "failed: broken.pdf" in result.stdout
     # stderr is a pipe here: no progress bars, so a log file gets no carriage returns or cursor codes.
