@@ -50,6 +50,8 @@ class Answer:
     passages: tuple[Passage, ...]
     confidence: float
     answer: Quote | None = None
+    # True when the confidence is below the cut-off: passages are then empty, or the closest ones if asked for.
+    low_confidence: bool = False
     # The version of the index the passages come from: their context is read from the same one.
     snapshot: Snapshot | None = field(default=None, repr=False, compare=False)
 
@@ -126,12 +128,14 @@ class Retriever:
                 self._snapshot = self._load()
             return self._snapshot
 
-    def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
+    def ask(self, question: str, k: int | None = None, mode: str | None = None, *, closest: bool = False) -> Answer:
+        """The answer and its passages; none when the documents do not answer, unless `closest` (then the
+        closest passages come back with `low_confidence` set and no answer sentence)."""
         snapshot = self.refresh()
-        result = snapshot.searcher.ask(question, k, mode)
-        best = quote(result.hits[0]) if result.hits else None
+        result = snapshot.searcher.ask(question, k, mode, refuse=not closest)
+        best = quote(result.hits[0]) if result.hits and not result.abstained else None
         return Answer(result.question, result.mode, tuple(cite(h) for h in result.hits), result.confidence, best,
-                      snapshot)
+                      result.abstained, snapshot)
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None) -> list[Passage]:
         return list(self.ask(question, k, mode).passages)

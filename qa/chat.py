@@ -1,20 +1,20 @@
-"""Chat logic behind the web page, free of gradio: follow-ups, safe HTML answers, uploads into the corpus."""
+"""Chat logic behind the web page, free of gradio: follow-ups, example questions, uploads into the corpus."""
 from __future__ import annotations
 
-import html
 import re
 import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from qa.answering import is_heading
 from qa.api import Answer, Retriever
-from qa.citations import highlighted_html, where
 from qa.errors import QAError
+from qa.index.store import IndexData
 from qa.loaders import SUPPORTED_EXTENSIONS, file_sha256
-from qa.records import Passage
 
-NOT_FOUND = "I could not find anything about this in the documents."
+# A heading worth asking about: it starts with a capital and has lower-case words (not "A0.0 COVER PAGE").
+_TOPIC = re.compile(r"[A-Z][a-z]+[\s\w’'-]*[a-z]{3}")
 _FOLLOW_UP = re.compile(r"^\s*(?:and|but|also|so|then|ok(?:ay)?|what about|how about|and what about|"
                         r"and how about|same for|what of)\b[\s,]*", re.IGNORECASE)
 _PRONOUNS = {"it", "its", "they", "them", "their", "this", "that", "these", "those", "there", "he", "she", "his",
@@ -54,49 +54,53 @@ def follow_up_query(question: str, previous: str | None) -> str:
     return rest if marked and rest.strip() else question
 
 
-def ask(retriever: Retriever, question: str, previous: str | None, k: int, mode: str) -> Turn:
-    searched = follow_up_query(question, previous)
-    return Turn(question, searched, retriever.ask(searched, k, mode))
+def ask(retriever: Retriever, question: str, previous: str | None, k: int, mode: str, *, literal: bool = False,
+        closest: bool = False) -> Turn:
+    """Answer `question`; `previous` is the question typed before it (never what was searched for it, so that
+    rewrites do not snowball). `literal`: search only what was typed; `closest`: show the nearest passages even
+    when nothing answers."""
+    searched = question if literal else follow_up_query(question, previous)
+    return Turn(question, searched, retriever.ask(searched, k, mode, closest=closest))
 
 
-def render_question(question: str) -> str:
-    """The user's own message, escaped like document text: a question cannot add markup either."""
-    return f'<div class="qa-question">{_html_text(question)}</div>'
+def example_questions(data: IndexData, n: int = 3) -> list[str]:
+    """Questions the loaded documents can answer, for a newcomer to click: about their section headings (one
+    document after another, the longest documents first), else about their titles. Drawn from the text."""
+    topics: dict[str, list[str]] = {}
+    for source, rows in sorted(data.source_rows.items(), key=lambda item: (-len(item[1]), item[0])):
+        chunks = [data.chunks[r] for r in rows]
+        heads = [t.strip().lstrip("#").strip().rstrip(":") for c in chunks
+                 for t, span in zip(c.sentence_texts, c.sentences) if span[0] > 0 and _is_topic(t)]
+        title = (chunks[0].context or chunks[0].sentence_texts[0]).strip() if chunks else ""
+        about = [f"What does the document say about {h}?" for h in dict.fromkeys(heads)]
+        fits = _TOPIC.match(title) and is_heading(title) and len(title.split()) >= 2
+        topics[source] = about or ([f"What is “{title}” about?"] if fits else [])
+    questions: list[str] = []
+    for depth in range(n):
+        for asked in topics.values():
+            if depth < len(asked) and len(questions) < n:
+                questions.append(asked[depth])
+    return questions
 
 
-def _html_text(text: str) -> str:
-    return _with_breaks(html.escape(text))
+def _is_topic(text: str) -> bool:
+    """A section heading worth asking about: a markdown heading, or a short line in title case or with a colon
+    that ends like a heading (not a PDF line cut mid-sentence: "As Lessing described it,")."""
+    line = text.strip()
+    words = line.lstrip("#").split()
+    if not is_heading(line) or not 3 <= len(words) <= 8 or not _TOPIC.match(line.lstrip("#").strip()):
+        return False
+    capitals = sum(w[:1].isupper() for w in words) / len(words)
+    return line[-1:].isalnum() and (line.startswith("#") or ":" in line or capitals >= 0.5)
 
 
-def render_turn(turn: Turn, retriever: Retriever, context_sentences: int = 3) -> str:
-    """The reply as HTML. Every piece of document text is escaped: a document can never add markup."""
-    if not turn.answer.passages:
-        return f'<div class="qa-answer qa-none">{_html_text(NOT_FOUND)}</div>'
-    parts = ['<div class="qa-answer">']
-    if turn.searched != turn.asked:
-        parts.append(f'<div class="qa-note">Searched for: <i>{_html_text(turn.searched)}</i></div>')
-    for n, p in enumerate(turn.answer.passages, 1):
-        parts.append(f'<div class="qa-cite" data-cite="{n}">')
-        parts.append(f'<div class="qa-head"><b>[{n}]</b> {_location_html(p)}</div>')
-        parts.append(f'<div class="qa-text">{_with_breaks(highlighted_html(p))}</div>')
-        ctx = retriever.context(p, context_sentences, turn.answer)
-        around = (f'{_html_text(ctx.before)}<span class="qa-passage">{_with_breaks(highlighted_html(p))}</span>'
-                  f'{_html_text(ctx.after)}')
-        parts.append(f'<details class="qa-context"><summary>Show in context</summary><div>{around}</div></details>')
-        parts.append("</div>")
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def _with_breaks(escaped: str) -> str:
-    # One line only, so the reply stays a single HTML block that Markdown leaves alone; a paragraph break
-    # shows as a line break, and a lone newline (a PDF's line wrap) as a space.
-    return re.sub(r"\n", " ", re.sub(r"\n\s*\n\s*", "<br>", escaped))
-
-
-def _location_html(p: Passage) -> str:
-    return (f'<span class="qa-source">{html.escape(p.source)}</span> · {html.escape(where(p))} · '
-            f'chars {p.start}–{p.end} · score {p.score:.3f}')
+def loaded_line(data: IndexData, names: int = 5) -> str:
+    """"3 documents loaded: a.txt, b.pdf, c.docx" (a few names, then how many more)."""
+    files = sorted(data.manifest.files)
+    if not files:
+        return "No documents loaded yet: add some below."
+    shown = ", ".join(files[:names]) + (f" and {len(files) - names} more" if len(files) > names else "")
+    return f"{len(files)} document{'s' if len(files) != 1 else ''} loaded: {shown}"
 
 
 def safe_name(name: str) -> str:

@@ -101,11 +101,12 @@ class Searcher:
         self.model = model or load_model()
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None,
-            rerank: int | None = None) -> SearchResult:
+            rerank: int | None = None, refuse: bool = True) -> SearchResult:
         """The k best chunks; the best `rerank` of them (default k + rerank_extra) re-scored by their best
         sentence as the answer model judges it, the rest in fused order after them. `confidence` is the model's
         confidence that the documents answer the question (semantic, hybrid), or the share of the question's
-        terms in the best chunk (keyword): 0 to 1 either way."""
+        terms in the best chunk (keyword): 0 to 1 either way. `refuse=False` returns the closest chunks even when
+        the confidence is below the cut-off (still marked `abstained`)."""
         s = self.settings
         k = s.k if k is None else k
         mode = mode or s.mode
@@ -122,9 +123,8 @@ class Searcher:
             return SearchResult(question, mode, tuple(hits), confidence, not hits)
         gathered = self.gather(question, mode, k, k + s.rerank_extra if rerank is None else rerank)
         hits, confidence = self.judge(gathered)
-        if confidence < s.min_confidence:
-            return SearchResult(question, mode, (), confidence, True)
-        return SearchResult(question, mode, tuple(hits[:k]), confidence, False)
+        below = confidence < s.min_confidence
+        return SearchResult(question, mode, () if below and refuse else tuple(hits[:k]), confidence, below)
 
     def gather(self, question: str, mode: str, k: int, rerank: int) -> Gathered:
         """The candidates of a cleaned question: the nearest and best-keyword chunks, fused, the best `rerank`

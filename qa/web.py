@@ -1,6 +1,7 @@
 """The Gradio web chat: cited answers with highlights, follow-ups, settings, documents panel, and an /ask API."""
 from __future__ import annotations
 
+import html
 import os
 import threading
 from collections.abc import Callable
@@ -11,22 +12,36 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from qa.api import Retriever, build_index  # noqa: E402
-from qa.chat import ask, remove_document, render_question, render_turn, save_upload  # noqa: E402
+from qa.chat import ask, example_questions, loaded_line, remove_document, save_upload  # noqa: E402
+from qa.reply import render_question, render_turn  # noqa: E402
 from qa.config import MODES, Settings  # noqa: E402
 from qa.errors import IndexMismatchError, QAError  # noqa: E402
 from qa.loaders import SUPPORTED_EXTENSIONS  # noqa: E402
 
 MAX_UPLOAD_MB = 50
+# The highlight is shown by more than colour (an underline and weight too); text keeps at least 4.5:1 contrast.
 CSS = """
 .qa-answer { display: flex; flex-direction: column; gap: 10px; }
+.qa-card { border: 2px solid var(--color-accent); border-radius: 8px; padding: 8px 12px; }
+.qa-label { font-size: 0.8em; font-weight: 700; text-transform: uppercase; letter-spacing: 0.04em; }
+.qa-quote { margin: 4px 0; font-size: 1.05em; }
+.qa-meta, .qa-head, .qa-note { font-size: 0.85em; color: var(--body-text-color); }
+.qa-sources { display: flex; flex-direction: column; gap: 8px; }
 .qa-cite { border-left: 3px solid var(--color-accent); padding: 4px 10px; }
-.qa-head { font-size: 0.85em; opacity: 0.8; margin-bottom: 4px; }
-.qa-text mark, .qa-context mark { background: #fde68a; color: #111; padding: 0 2px; border-radius: 2px; }
-.qa-context summary { cursor: pointer; font-size: 0.85em; opacity: 0.8; }
-.qa-context div { font-size: 0.9em; opacity: 0.9; margin-top: 4px; }
+.qa-answer mark { background: #fde68a; color: #111; padding: 0 2px; border-radius: 2px; font-weight: 600;
+  text-decoration: underline; text-decoration-thickness: 2px; text-underline-offset: 2px; }
+.qa-context summary { cursor: pointer; font-size: 0.85em; }
+.qa-context div { font-size: 0.9em; margin-top: 4px; }
 .qa-passage { background: rgba(253, 230, 138, 0.25); }
-.qa-note { font-size: 0.85em; opacity: 0.7; }
+.qa-warn { border-left: 4px solid #b45309; padding: 4px 10px; }
+.qa-chip { font-weight: 700; color: var(--body-text-color); }
+#examples button { white-space: normal; text-align: left; }
+:focus-visible { outline: 3px solid #1d4ed8 !important; outline-offset: 2px; }
+footer a, footer button { color: var(--body-text-color) !important; }
 """
+# After a reply: scroll the chat to the start of the newest answer, not to the bottom of its last passage.
+SCROLL_TO_REPLY = """() => { setTimeout(() => { const all = document.querySelectorAll('#chat .qa-answer');
+  if (all.length) all[all.length - 1].scrollIntoView({block: 'start'}); }, 50); }"""
 
 
 def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
@@ -34,11 +49,19 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
     index_lock = threading.Lock()  # one indexing run at a time from this server; others wait their turn
 
     def documents() -> list[list[object]]:
-        files = retriever.data.manifest.files
+        files = retriever.refresh().data.manifest.files
         return [[source, entry.chunks, f"{entry.bytes / 1024:.1f} KiB"] for source, entry in sorted(files.items())]
 
     def doc_choices():
         return gr.update(choices=retriever.sources(), value=None)
+
+    def welcome():
+        """What a page shows when it opens, and after every change: the documents as they are now."""
+        data = retriever.refresh().data
+        examples = example_questions(data)
+        buttons = [gr.update(value=q, visible=True) for q in examples]
+        buttons += [gr.update(value="", visible=False)] * (3 - len(examples))
+        return [loaded_line(data), documents(), doc_choices(), *buttons]
 
     def reindex(progress: gr.Progress) -> str:
         def report(stage: str, done: int, total: int) -> None:
@@ -50,20 +73,34 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
         retriever.refresh()
         return result.describe()
 
-    def respond(message: str, history: list, searched: list[str], k: float, mode: str):
+    def reply(message: str, history: list, asked: list[str], k: float, mode: str, *, literal: bool = False,
+              closest: bool = False):
+        """The chat after one more question, the typed questions so far, and which of the two follow-up buttons
+        apply to this reply (search only what was typed; show the closest passages)."""
         history = list(history or [])
         message = (message or "").strip()
         if not message:
-            return "", history, searched
-        previous = searched[-1] if searched else None
+            return "", history, asked, gr.update(), gr.update()
+        previous = asked[-1] if asked else None
+        rewritten = refused = False
         try:
-            turn = ask(retriever, message, previous, int(k), mode)
-            reply = render_turn(turn, retriever)
-            searched = [*searched, turn.searched]
+            turn = ask(retriever, message, previous, int(k), mode, literal=literal, closest=closest)
+            body = render_turn(turn.asked, turn.searched, turn.answer, retriever)
+            rewritten, refused = turn.searched != turn.asked, not turn.answer.passages
         except QAError as exc:
-            reply = f"⚠️ {exc}"
-        history += [{"role": "user", "content": render_question(message)}, {"role": "assistant", "content": reply}]
-        return "", history, searched
+            body = f'<div class="qa-answer qa-error">⚠️ {html.escape(str(exc))}</div>'
+        history += [{"role": "user", "content": render_question(message)}, {"role": "assistant", "content": body}]
+        return ("", history, [*asked, message], gr.update(visible=rewritten, value=f"Search only “{message[:60]}”"),
+                gr.update(visible=refused))
+
+    def respond(message, history, asked, k, mode):
+        return reply(message, history, asked, k, mode)
+
+    def literal_again(history, asked, k, mode):
+        return reply(asked[-1] if asked else "", history, asked[:-1], k, mode, literal=True)
+
+    def closest_again(history, asked, k, mode):
+        return reply(asked[-1] if asked else "", history, asked[:-1], k, mode, closest=True)
 
     def add_documents(paths: list[str] | None, progress: gr.Progress = gr.Progress()):
         notes = []
@@ -79,20 +116,20 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
                 notes.append(reindex(progress))
             except QAError as exc:
                 notes.append(f"indexing failed: {exc}")
-        return None, "\n".join(notes), documents(), doc_choices()
+        return [None, "\n".join(notes), *welcome()]
 
     def remove(source: str | None, progress: gr.Progress = gr.Progress()):
         if not source:
-            return "Pick a document to remove.", documents(), doc_choices()
+            return ["Pick a document to remove.", *welcome()]
         try:
             remove_document(source, corpus)
             note = f"removed {source}\n" + reindex(progress)
         except QAError as exc:
             note = f"not removed: {exc}"
-        return note, documents(), doc_choices()
+        return [note, *welcome()]
 
     def api_ask(question: str, k: int = 5, mode: str = "hybrid") -> dict:
-        """Cited passages for a question, as `qa ask --json` prints them."""
+        """The answer and its cited passages for a question, as `qa ask --json` prints them."""
         try:
             return retriever.ask(question, int(k), mode).to_dict()
         except QAError as exc:
@@ -100,40 +137,62 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
 
     with gr.Blocks(title="docqa: ask your documents") as demo:
         gr.Markdown("## Ask your documents\nEvery answer is quoted from your documents, with its source; "
-                    "the sentence that answers is highlighted.")
-        searched = gr.State([])
+                    "the sentence that answers is marked.")
+        loaded = gr.Markdown(elem_id="loaded")
+        asked = gr.State([])
         with gr.Row():
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Conversation", height=560, latex_delimiters=[], sanitize_html=True,
-                                  elem_id="chat", buttons=["copy"], feedback_options=None)
+                                  elem_id="chat", buttons=["copy"], feedback_options=None, autoscroll=False)
+                with gr.Row(elem_id="examples"):
+                    examples = [gr.Button(visible=False, size="sm", variant="secondary", elem_id=f"example-{n}")
+                                for n in range(3)]
                 with gr.Row():
-                    box = gr.Textbox(placeholder="Ask a question about your documents…", show_label=False,
-                                     scale=5, elem_id="question", max_length=settings.max_question_chars)
+                    box = gr.Textbox(label="Your question", placeholder="Ask a question about your documents…",
+                                     show_label=False, scale=5, elem_id="question",
+                                     max_length=settings.max_question_chars)
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
-                clear = gr.Button("New conversation", size="sm")
+                with gr.Row():
+                    literal = gr.Button("Search only what I typed", visible=False, size="sm", elem_id="literal")
+                    closest = gr.Button("Show the closest passages anyway (low confidence)", visible=False,
+                                        size="sm", elem_id="closest")
+                    clear = gr.Button("New conversation", size="sm")
             with gr.Column(scale=2):
                 with gr.Accordion("Settings", open=False):
-                    k = gr.Slider(1, 10, value=settings.k, step=1, label="Passages", elem_id="k")
-                    mode = gr.Radio(list(MODES), value=settings.mode, label="Retrieval mode", elem_id="mode")
+                    k = gr.Slider(1, 10, value=settings.k, step=1, label="How many sources", elem_id="k")
+                    mode = gr.Radio([("meaning and exact words", "hybrid"), ("meaning", "semantic"),
+                                     ("exact words", "keyword")], value=settings.mode, label="Match by",
+                                    elem_id="mode")
                 with gr.Accordion("Documents", open=True):
                     upload = gr.File(label=f"Add documents ({', '.join(SUPPORTED_EXTENSIONS)}; "
                                      f"up to {MAX_UPLOAD_MB} MB each)", file_count="multiple",
                                      file_types=list(SUPPORTED_EXTENSIONS), elem_id="upload")
                     status = gr.Textbox(label="Status", interactive=False, lines=3, elem_id="status")
-                    table = gr.Dataframe(documents(), headers=["document", "chunks", "size"], interactive=False,
+                    table = gr.Dataframe(headers=["document", "chunks", "size"], interactive=False,
                                          label="Indexed documents", elem_id="documents")
                     with gr.Row():
-                        pick = gr.Dropdown(retriever.sources(), value=None, label="Remove a document", scale=3)
+                        pick = gr.Dropdown([], value=None, label="Remove a document", scale=3)
                         drop = gr.Button("Remove", variant="stop", scale=1)
 
         events = dict(api_visibility="private")
+        chat_io = ([box, chat, asked, k, mode], [box, chat, asked, literal, closest])
         # The chat itself is callable by clients (undocumented) so that scripts see exactly what people see.
-        box.submit(respond, [box, chat, searched, k, mode], [box, chat, searched], api_name="chat",
-                   api_visibility="undocumented")
-        send.click(respond, [box, chat, searched, k, mode], [box, chat, searched], **events)
-        clear.click(lambda: ([], []), None, [chat, searched], **events)
-        upload.upload(add_documents, [upload], [upload, status, table, pick], **events)
-        drop.click(remove, [pick], [status, table, pick], **events)
+        box.submit(respond, *chat_io, api_name="chat", api_visibility="undocumented").then(
+            None, js=SCROLL_TO_REPLY, **events)
+        send.click(respond, *chat_io, **events).then(None, js=SCROLL_TO_REPLY, **events)
+        for button in examples:
+            button.click(respond, [button, chat, asked, k, mode], chat_io[1], **events).then(
+                None, js=SCROLL_TO_REPLY, **events)
+        literal.click(literal_again, [chat, asked, k, mode], chat_io[1], **events).then(
+            None, js=SCROLL_TO_REPLY, **events)
+        closest.click(closest_again, [chat, asked, k, mode], chat_io[1], **events).then(
+            None, js=SCROLL_TO_REPLY, **events)
+        clear.click(lambda: ([], [], gr.update(visible=False), gr.update(visible=False)), None,
+                    [chat, asked, literal, closest], **events)
+        page = [loaded, table, pick, *examples]
+        demo.load(welcome, None, page, show_progress="hidden", **events)  # every page load and every tab sees the documents as they are
+        upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status], **events)
+        drop.click(remove, [pick], [status, *page], show_progress_on=[status], **events)
         gr.api(api_ask, api_name="ask")
     return demo
 

@@ -28,13 +28,41 @@ def test_follow_up_answers_from_the_conversation(seed_retriever):
     from qa.chat import ask
 
     first = ask(seed_retriever, "What was the bilateral trade volume in 2020?", None, 3, "hybrid")
-    follow = ask(seed_retriever, "and how much did Taiwan invest in Japan?", first.searched, 3, "hybrid")
+    follow = ask(seed_retriever, "and how much did Taiwan invest in Japan?", first.asked, 3, "hybrid")
     assert follow.searched == "how much did Taiwan invest in Japan?"  # a full question: searched on its own
     assert any("9.22 billion" in p.highlighted_text for p in follow.answer.passages)
-    thin = ask(seed_retriever, "what about Japanese FDI cases?", first.searched, 3, "hybrid")
+    thin = ask(seed_retriever, "what about Japanese FDI cases?", first.asked, 3, "hybrid")
     assert "33,023" in thin.answer.passages[0].text
-    off = ask(seed_retriever, "What is the recipe for banana bread?", first.searched, 3, "hybrid")
-    assert off.answer.passages == ()
+    off = ask(seed_retriever, "What is the recipe for banana bread?", first.asked, 3, "hybrid")
+    assert off.answer.passages == () and off.answer.answer is None
+    closest = ask(seed_retriever, "What is the recipe for banana bread?", None, 3, "hybrid", closest=True)
+    assert closest.answer.passages and closest.answer.low_confidence and closest.answer.answer is None
+
+
+def test_follow_ups_do_not_snowball(seed_retriever):
+    from qa.chat import ask
+
+    questions = ["What is the meal allowance in Tokyo?", "Who wrote this message?", "Who is the author of it?"]
+    turns, previous = [], None
+    for question in questions:
+        turns.append(ask(seed_retriever, question, previous, 3, "hybrid"))
+        previous = question  # what was typed, as the web chat passes it
+    assert turns[2].searched == "Who wrote this message? Who is the author of it?"  # the previous question only
+    literal = ask(seed_retriever, questions[2], questions[1], 3, "hybrid", literal=True)
+    assert literal.searched == questions[2]
+
+
+def test_example_questions_come_from_the_documents_and_are_answered(seed_retriever):
+    from qa.chat import example_questions, loaded_line
+
+    examples = example_questions(seed_retriever.data)
+    assert len(examples) == 3
+    text = seed_retriever.data.document_text("japan-taiwan-relations-taitra.txt")
+    for question in examples:
+        topic = question.removeprefix("What does the document say about ").removesuffix("?")
+        assert topic in text
+        assert seed_retriever.ask(question).answer is not None, question
+    assert loaded_line(seed_retriever.data) == "1 document loaded: japan-taiwan-relations-taitra.txt"
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -116,14 +116,14 @@ def test_api_matches_cli_json(client, server):
 
 
 def test_chat_off_topic_says_not_found_and_on_topic_cites(client):
-    from qa.chat import NOT_FOUND
+    from qa.reply import NOT_FOUND
 
-    _, history = client.predict("What is the capital of France?", [], 5, "hybrid", api_name="/chat")
-    assert NOT_FOUND in history[-1]["content"][0]["text"] if isinstance(history[-1]["content"], list) \
-        else NOT_FOUND in history[-1]["content"]
-    _, history = client.predict("How much has Taiwan invested in Japan?", [], 5, "hybrid", api_name="/chat")
+    history = client.predict("What is the capital of France?", [], 5, "hybrid", api_name="/chat")[1]
+    assert NOT_FOUND in json.dumps(history[-1]["content"], ensure_ascii=False)
+    history = client.predict("How much has Taiwan invested in Japan?", [], 5, "hybrid", api_name="/chat")[1]
     reply = json.dumps(history[-1]["content"])
-    assert "[1]" in reply and SEED.name in reply and "<mark>" in reply and "9.22 billion" in reply
+    assert "qa-card" in reply and "[1]" in reply and SEED.name in reply and "<mark>" in reply
+    assert "9.22 billion" in reply
 
 
 def test_api_error_is_clear(client):
@@ -197,18 +197,89 @@ def test_browser_question_shows_cited_highlight_and_context(page, tmp_path_facto
     assert target.stat().st_size > 10_000
 
 
-def test_browser_upload_pdf_then_ask_about_it(page, server, tmp_path):
+def test_browser_answer_card_first_examples_follow_ups_and_closest(page):
+    # A newcomer sees what is loaded and three questions drawn from it; one click answers.
+    page.wait_for_selector("#example-0", state="visible")
+    assert page.locator("#loaded").inner_text().strip() == f"1 document loaded: {SEED.name}"
+    examples = [page.locator(f"#example-{n}").inner_text() for n in range(3)]
+    assert all(e.startswith("What does the document say about") for e in examples)
+    page.click("#example-0")
+    page.wait_for_function("document.querySelectorAll('.qa-answer').length == 1", timeout=60_000)
+    # The answer card comes first, quoting the answering sentence, with a numbered source chip.
+    _ask(page, "How much has Taiwan invested directly in Japan?")
+    reply = page.locator(".qa-answer").last
+    card = reply.locator(".qa-card")
+    assert "9.22 billion" in card.locator("mark").inner_text() and "[1]" in card.inner_text()
+    assert reply.evaluate("r => r.firstElementChild.classList.contains('qa-card')")
+    assert reply.locator(".qa-cite").first.get_attribute("id") == "qa-src-1"
+    assert "chars" not in reply.inner_text() and "score" not in reply.inner_text()
+    # The chat is scrolled to the start of the new reply, not to the bottom of its last source.
+    page.wait_for_timeout(300)
+    top = page.evaluate("""() => { const a = [...document.querySelectorAll('#chat .qa-answer')].pop();
+        let box = a.parentElement; while (box && box.scrollHeight <= box.clientHeight + 1) box = box.parentElement;
+        return a.getBoundingClientRect().top - box.getBoundingClientRect().top; }""")
+    assert -5 <= top <= 120, top
+    # A follow-up is joined to the previous question only, and can be searched as typed.
+    _ask(page, "What is the meal allowance in Tokyo?")
+    _ask(page, "Who wrote this message?")
+    _ask(page, "Who is the author of it?")
+    note = page.locator(".qa-answer").last.locator(".qa-note").first.inner_text()
+    assert note == "Searched for: Who wrote this message? Who is the author of it?"
+    page.click("#literal")
+    page.wait_for_function("document.querySelectorAll('.qa-answer').length == 6", timeout=60_000)
+    assert page.locator(".qa-answer").last.locator(".qa-note").count() == 0 or \
+        "Searched for" not in page.locator(".qa-answer").last.inner_text()
+    # Nothing answers: said so, and the closest passages are one click away, marked as low confidence.
+    _ask(page, "What is the recipe for banana bread?")
+    assert "could not find" in page.locator(".qa-answer").last.inner_text()
+    page.click("#closest")
+    page.wait_for_function("document.querySelectorAll('.qa-answer').length == 8", timeout=60_000)
+    last = page.locator(".qa-answer").last
+    assert "Low confidence" in last.locator(".qa-warn").inner_text() and last.locator(".qa-cite").count() >= 1
+    assert last.locator(".qa-card").count() == 0
+    # The question box has an accessible name.
+    assert page.get_by_label("Your question").count() >= 1
+    assert page.outside == [] and page.dialogs == []
+
+
+def test_browser_phone_width_has_no_sideways_scrolling(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server["url"])
+    page.wait_for_selector("#question textarea", timeout=60_000)
+    _ask(page, "What was the bilateral trade volume between Japan and Taiwan in 2020?")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, width
+    context.close()
+
+
+def test_browser_upload_pdf_then_ask_about_it(page, server, browser, tmp_path):
     pdf = tmp_path / "Field Report (final).pdf"
     make_pdf(pdf, ["Introduction to the survey.", "The expedition counted 412 emperor penguins on the ice shelf."])
-    page.set_input_files("#upload input[type=file]", str(pdf))
+    notes = tmp_path / "harbour notes.md"
+    notes.write_text("# Harbour notes\n\nThe harbour master counted 37 fishing boats at dawn.\n", encoding="utf-8")
+    page.set_input_files("#upload input[type=file]", [str(pdf), str(notes)])  # two files at once
     page.wait_for_function("document.querySelector('#status textarea').value.includes('added')", timeout=120_000)
-    assert "saved Field_Report_final.pdf" in page.input_value("#status textarea")
+    status = page.input_value("#status textarea")
+    assert "saved Field_Report_final.pdf" in status and "saved harbour_notes.md" in status
     assert (server["corpus"] / "Field_Report_final.pdf").is_file()
     assert "Field_Report_final.pdf" in page.locator("#documents").inner_text()
+    assert "harbour_notes.md" in page.locator("#documents").inner_text()
     _ask(page, "How many emperor penguins did the expedition count?")
     head = page.locator(".qa-answer").last.locator(".qa-cite").first
     assert "Field_Report_final.pdf" in head.inner_text() and "page 2" in head.inner_text()
     assert "412 emperor penguins" in head.locator(".qa-text mark").inner_text()
+    _ask(page, "How many fishing boats did the harbour master count?")
+    assert "37 fishing boats" in page.locator(".qa-answer").last.locator(".qa-card mark").inner_text()
+    # A second tab (and a reload) lists what the first one added.
+    other = browser.new_context().new_page()
+    other.goto(server["url"])
+    other.wait_for_function("document.querySelector('#documents') && "
+                            "document.querySelector('#documents').innerText.includes('harbour_notes.md')",
+                            timeout=60_000)
+    assert "Field_Report_final.pdf" in other.locator("#documents").inner_text()
+    assert other.locator("#loaded").inner_text().startswith("3 documents loaded")
+    other.context.close()
 
 
 def test_browser_hostile_document_renders_as_text(page, tmp_path):
