@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from qa.records import Hit, Passage, Quote
+from qa.records import Chunk, Hit, Passage, Quote
 from qa.index.store import IndexData
 
 
@@ -44,7 +44,7 @@ def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
     )
 
 
-def where(p: Passage | Quote) -> str:
+def where(p: Passage | Quote | Chunk) -> str:
     """"page 12 (printed 10), line 4" or "line 21": where in its document a passage or quote starts."""
     printed = f" (printed {p.page_label})" if p.page_label and p.page_label != str(p.page) else ""
     return f"page {p.page}{printed}, line {p.line}" if p.page else f"line {p.line}"

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import re
 import unicodedata
+from urllib.parse import quote as url_quote
 from dataclasses import dataclass
 
 from qa.api import Answer, Retriever
 from qa.citations import where
+from qa.errors import QAError
+from qa.index.store import IndexData
 from qa.records import Passage
 
 NOT_FOUND = "I could not find anything about this in the documents."
@@ -108,7 +112,9 @@ def render_turn(asked: str, searched: str, answer: Answer, retriever: Retriever,
             f'<blockquote class="qa-quote"><mark>{_html_text(quote.text)}</mark></blockquote>'
             f'<div class="qa-meta"><a class="qa-chip" href="#qa-src-{number}" data-cite="{number}">[{number}]</a> '
             f'<span class="qa-source">{html.escape(quote.source)}</span> · {html.escape(where(quote))} · '
-            f'{answer.confidence:.0%} confident</div></div>')
+            f'{answer.confidence:.0%} confident · '
+            f'{_opener(quote.source, cards[number - 1].start, cards[number - 1].end, (quote.start, quote.end))}'
+            '</div></div>')
     parts.append(f'<div class="qa-sources"><div class="qa-label">Sources ({len(cards)})</div>')
     for card in cards:
         parts.append(_card(card, answer, retriever, context_sentences))
@@ -137,8 +143,40 @@ def _card(card: Source, answer: Answer, retriever: Retriever, context_sentences:
     return (f'<div class="qa-cite" id="qa-src-{card.number}" data-cite="{card.number}" '
             f'data-source="{html.escape(card.first.source)}" data-start="{card.start}" data-end="{card.end}">'
             f'<div class="qa-head"><b>[{card.number}]</b> <span class="qa-source">{html.escape(card.first.source)}'
-            f'</span> · {html.escape(where(card.first))}</div><div class="qa-text">{trimmed}</div>'
+            f'</span> · {html.escape(where(card.first))} · '
+            f'{_opener(card.first.source, card.start, card.end, card.highlights[0] if card.highlights else None)}'
+            f'</div><div class="qa-text">{trimmed}</div>'
             f'<details class="qa-context"><summary>Show in context</summary><div>{around}</div></details></div>')
+
+
+VIEW_AROUND = 4000  # characters of the document shown each side of the passage in the source viewer
+
+
+def render_source(data: IndexData, source: str, start: int, end: int, highlight: tuple[int, int]) -> str:
+    """The source viewer: the document's stored text around a passage, the passage shaded and its answering
+    sentence marked. Only documents in the index, only offsets inside them."""
+    if source not in data.manifest.files:
+        raise QAError(f"'{source[:80]}' is not in the index")
+    text = data.document_text(source)
+    if not (0 <= start <= end <= len(text) and start <= highlight[0] <= highlight[1] <= end):
+        raise QAError("that passage is no longer in the document: ask the question again")
+    begin = text.rfind("\n", 0, max(0, start - VIEW_AROUND)) + 1
+    stop = text.find("\n", min(len(text), end + VIEW_AROUND))
+    stop = len(text) if stop < 0 else stop
+    chunk = next((data.chunks[r] for r in data.source_rows.get(source, ()) if data.chunks[r].start <= start
+                  < data.chunks[r].end), None)
+    place = f" · {where(chunk)}" if chunk else ""
+    return (f'<div class="qa-view"><div class="qa-head"><span class="qa-source">{html.escape(source)}</span>{place}'
+            f'</div><div class="qa-view-text" tabindex="0">{"… " if begin else ""}{html.escape(text[begin:start])}'
+            f'<span class="qa-passage" id="qa-view-passage">{marked(text[start:end], start, [highlight])}</span>'
+            f'{html.escape(text[end:stop])}{" …" if stop < len(text) else ""}</div></div>')
+
+
+def _opener(source: str, start: int, end: int, highlight: tuple[int, int] | None) -> str:
+    """A link that opens the source viewer at this passage. The chat's sanitizer keeps no data attributes, so
+    the passage travels in the link's fragment, which the page's script reads."""
+    spec = json.dumps({"source": source, "start": start, "end": end, "highlight": list(highlight or (start, start))})
+    return f'<a class="qa-open" href="#qa-open={url_quote(spec, safe="")}">Open ↗</a>'
 
 
 def _html_text(text: str) -> str:

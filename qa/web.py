@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -13,7 +14,9 @@ import gradio as gr  # noqa: E402
 
 from qa.api import Retriever, build_index  # noqa: E402
 from qa.chat import ask, example_questions, loaded_line, remove_document, save_upload  # noqa: E402
-from qa.reply import render_question, render_turn  # noqa: E402
+from qa.formats.pdf import page_image  # noqa: E402
+from qa.loaders import file_sha256  # noqa: E402
+from qa.reply import render_question, render_source, render_turn  # noqa: E402
 from qa.config import MODES, Settings  # noqa: E402
 from qa.errors import IndexMismatchError, QAError  # noqa: E402
 from qa.loaders import SUPPORTED_EXTENSIONS  # noqa: E402
@@ -28,17 +31,31 @@ CSS = """
 .qa-meta, .qa-head, .qa-note { font-size: 0.85em; color: var(--body-text-color); }
 .qa-sources { display: flex; flex-direction: column; gap: 8px; }
 .qa-cite { border-left: 3px solid var(--color-accent); padding: 4px 10px; }
-.qa-answer mark { background: #fde68a; color: #111; padding: 0 2px; border-radius: 2px; font-weight: 600;
+.qa-answer mark, .qa-view mark { background: #fde68a; color: #111; padding: 0 2px; border-radius: 2px; font-weight: 600;
   text-decoration: underline; text-decoration-thickness: 2px; text-underline-offset: 2px; }
 .qa-context summary { cursor: pointer; font-size: 0.85em; }
 .qa-context div { font-size: 0.9em; margin-top: 4px; }
 .qa-passage { background: rgba(253, 230, 138, 0.25); }
 .qa-warn { border-left: 4px solid #b45309; padding: 4px 10px; }
 .qa-chip { font-weight: 700; color: var(--body-text-color); }
+.qa-open { cursor: pointer; text-decoration: underline; font-weight: 600; white-space: nowrap; }
+.qa-view-text { max-height: 420px; overflow-y: auto; white-space: pre-wrap; font-size: 0.9em; padding: 4px; }
+#open-request, #open-go { display: none !important; }
 #examples button { white-space: normal; text-align: left; }
 :focus-visible { outline: 3px solid #1d4ed8 !important; outline-offset: 2px; }
 footer a, footer button { color: var(--body-text-color) !important; }
 """
+# Clicking "Open" on a source (a link: Enter works too) asks the server for the source viewer: the reply's HTML
+# carries no script, so one listener on the page hands the link's passage to a hidden textbox and button.
+OPENER = """() => { document.addEventListener('click', (e) => {
+    const link = e.target.closest && e.target.closest('a.qa-open'); if (!link) return;
+    e.preventDefault();
+    const box = document.querySelector('#open-request textarea');
+    box.value = decodeURIComponent(link.getAttribute('href').split('#qa-open=')[1] || '');
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    setTimeout(() => document.querySelector('#open-go').click(), 50); }); }"""
+SCROLL_TO_SOURCE = """() => { setTimeout(() => { const p = document.querySelector('#qa-view-passage');
+  if (p) { p.scrollIntoView({block: 'center'}); } }, 100); }"""
 # After a reply: scroll the chat to the start of the newest answer, not to the bottom of its last passage.
 SCROLL_TO_REPLY = """() => { setTimeout(() => { const all = document.querySelectorAll('#chat .qa-answer');
   if (all.length) all[all.length - 1].scrollIntoView({block: 'start'}); }, 50); }"""
@@ -128,6 +145,44 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
             note = f"not removed: {exc}"
         return [note, *welcome()]
 
+    def open_source(request: str):
+        """The source viewer for one passage, and for a PDF its page drawn with the sentence marked."""
+        try:
+            spec = json.loads(request or "{}")
+            source, start, end = str(spec["source"]), int(spec["start"]), int(spec["end"])
+            highlight = (int(spec["highlight"][0]), int(spec["highlight"][1]))
+            data = retriever.refresh().data
+            view = render_source(data, source, start, end, highlight)
+        except (ValueError, KeyError, TypeError, IndexError):
+            return '<p class="qa-note">That source link is damaged.</p>', gr.update(visible=False, value=None)
+        except QAError as exc:
+            return f'<p class="qa-note">{html.escape(str(exc))}</p>', gr.update(visible=False, value=None)
+        image = pdf_page(data, source, start, highlight)
+        return view, gr.update(visible=image is not None, value=image[0] if image else None,
+                               label=image[1] if image else "Page")
+
+    def pdf_page(data, source: str, start: int, highlight: tuple[int, int]):
+        """(image, label) of the PDF page a passage is on, or None: only files of the index, read from the
+        corpus folder, and only if unchanged since they were indexed."""
+        entry = data.manifest.files.get(source)
+        if entry is None or not source.lower().endswith(".pdf"):
+            return None
+        root = corpus.resolve()
+        path = (root / source).resolve()
+        if root not in path.parents or not path.is_file() or file_sha256(path) != entry.sha256:
+            return None
+        chunk = next((data.chunks[r] for r in data.source_rows.get(source, ())
+                      if data.chunks[r].start <= start < data.chunks[r].end), None)
+        if chunk is None or not chunk.page:
+            return None
+        sentence = data.document_text(source)[highlight[0] : highlight[1]]
+        try:
+            image = page_image(path.read_bytes(), chunk.page, sentence)
+        except QAError:
+            return None
+        printed = f" (printed {chunk.page_label})" if chunk.page_label and chunk.page_label != str(chunk.page) else ""
+        return image, f"{source}, page {chunk.page}{printed}"
+
     def api_ask(question: str, k: int = 5, mode: str = "hybrid") -> dict:
         """The answer and its cited passages for a question, as `qa ask --json` prints them."""
         try:
@@ -158,6 +213,13 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
                                         size="sm", elem_id="closest")
                     clear = gr.Button("New conversation", size="sm")
             with gr.Column(scale=2):
+                with gr.Accordion("Source", open=True, elem_id="source-panel"):
+                    viewer = gr.HTML('<p class="qa-note">Choose “Open ↗” on a source to read it here.</p>',
+                                     elem_id="viewer")
+                    page_view = gr.Image(visible=False, label="Page", interactive=False, elem_id="page-view",
+                                         type="pil", buttons=["fullscreen"])
+                    open_request = gr.Textbox(elem_id="open-request", show_label=False, container=False)
+                    open_go = gr.Button("open", elem_id="open-go")
                 with gr.Accordion("Settings", open=False):
                     k = gr.Slider(1, 10, value=settings.k, step=1, label="How many sources", elem_id="k")
                     mode = gr.Radio([("meaning and exact words", "hybrid"), ("meaning", "semantic"),
@@ -193,6 +255,9 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
         demo.load(welcome, None, page, show_progress="hidden", **events)  # every page load and every tab sees the documents as they are
         upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status], **events)
         drop.click(remove, [pick], [status, *page], show_progress_on=[status], **events)
+        open_go.click(open_source, [open_request], [viewer, page_view], **events).then(
+            None, js=SCROLL_TO_SOURCE, **events)
+        demo.load(None, js=OPENER, **events)
         gr.api(api_ask, api_name="ask")
     return demo
 

@@ -271,3 +271,24 @@ def test_html_without_an_article_keeps_its_visible_text(tmp_path):
                                         "</td><td>555-0101</td></tr></table></body></html>", encoding="utf-8")
     text = _load(tmp_path / "list.html").text
     assert "Phone list" in text and "Ann" in text and "555-0101" in text
+
+
+def test_pdf_page_image_marks_the_sentence(tmp_path):
+    from qa.formats.pdf import page_image
+
+    pdf = tmp_path / "marked.pdf"
+    make_pdf(pdf, ["A first page about nothing.", "The expedition counted 412 emperor penguins on the ice shelf."])
+    data = pdf.read_bytes()
+
+    def yellow(image) -> int:
+        import numpy as np
+
+        pixels = np.asarray(image).astype(int)
+        return int(((pixels[..., 0] > 200) & (pixels[..., 1] > 180) & (pixels[..., 2] < 160)).sum())
+
+    marked = page_image(data, 2, "The expedition counted 412 emperor penguins on the ice shelf.")
+    plain = page_image(data, 2, "A sentence that is on no page at all.")
+    assert marked.size == plain.size and marked.size[0] > 300
+    assert yellow(marked) > 500 and yellow(plain) == 0
+    with pytest.raises(UnreadableFileError, match="no page 3"):
+        page_image(data, 3, "anything")

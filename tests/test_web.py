@@ -184,12 +184,13 @@ def test_browser_question_shows_cited_highlight_and_context(page, tmp_path_facto
     _ask(page, "What is the recipe for banana bread?")
     assert "could not find" in page.locator(".qa-answer").last.inner_text()
     assert page.outside == [] and page.dialogs == []
-    # The README's screenshot: a fresh conversation, one answered question, its first citation expanded.
+    # The README's screenshot: a fresh conversation, one answered question, its source open beside the chat.
     page.get_by_role("button", name="New conversation").click()
     page.wait_for_function("document.querySelectorAll('.qa-answer').length == 0")
     _ask(page, "What was the bilateral trade volume between Japan and Taiwan in 2020?", answers_before=0)
-    page.locator(".qa-cite").first.locator("details summary").click()
-    page.locator(".qa-question").first.scroll_into_view_if_needed()
+    page.locator(".qa-card .qa-open").click()
+    page.wait_for_selector("#viewer #qa-view-passage mark", timeout=30_000)
+    page.wait_for_timeout(300)
     # Written into the source tree only when asked (QA_SCREENSHOT=docs/screenshot.png), so that a test run leaves
     # `git status` clean; the file is looked at after every run either way.
     target = Path(os.environ.get("QA_SCREENSHOT") or tmp_path_factory.mktemp("shots") / "screenshot.png")
@@ -213,6 +214,12 @@ def test_browser_answer_card_first_examples_follow_ups_and_closest(page):
     assert reply.evaluate("r => r.firstElementChild.classList.contains('qa-card')")
     assert reply.locator(".qa-cite").first.get_attribute("id") == "qa-src-1"
     assert "chars" not in reply.inner_text() and "score" not in reply.inner_text()
+    # "Open" shows the document beside the chat, scrolled to the passage, the answering sentence marked.
+    card.locator(".qa-open").click()
+    page.wait_for_selector("#viewer .qa-view", timeout=30_000)
+    assert "9.22 billion" in page.locator("#viewer #qa-view-passage mark").inner_text()
+    assert SEED.name in page.locator("#viewer .qa-head").inner_text()
+    assert page.locator("#page-view").is_hidden()  # a text file has no page to draw
     # The chat is scrolled to the start of the new reply, not to the bottom of its last source.
     page.wait_for_timeout(300)
     top = page.evaluate("""() => { const a = [...document.querySelectorAll('#chat .qa-answer')].pop();
@@ -269,6 +276,12 @@ def test_browser_upload_pdf_then_ask_about_it(page, server, browser, tmp_path):
     head = page.locator(".qa-answer").last.locator(".qa-cite").first
     assert "Field_Report_final.pdf" in head.inner_text() and "page 2" in head.inner_text()
     assert "412 emperor penguins" in head.locator(".qa-text mark").inner_text()
+    # A PDF source opens as its page, drawn, with the sentence marked.
+    page.locator(".qa-answer").last.locator(".qa-card .qa-open").click()
+    page.wait_for_selector("#page-view img", timeout=30_000)
+    assert "page 2" in page.locator("#page-view").inner_text()
+    assert page.locator("#page-view img").evaluate("i => i.naturalWidth") > 300
+    assert "412 emperor penguins" in page.locator("#viewer #qa-view-passage mark").inner_text()
     _ask(page, "How many fishing boats did the harbour master count?")
     assert "37 fishing boats" in page.locator(".qa-answer").last.locator(".qa-card mark").inner_text()
     # A second tab (and a reload) lists what the first one added.
