@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: Chromium for the browser tests (Playwright drives it; never
-# `playwright install`, which would download a browser) and fonts so pages render without the network.
+# What the test suite needs beyond Python: Chromium for the browser tests (Playwright drives it; never
+# `playwright install`, which would download a browser), fonts so pages render without the network, and the npm
+# package axe-core, which the browser tests inject to check accessibility (kept in .cache/axe, not committed).
 set -euo pipefail
+AXE_VERSION=4.14.1
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
-[ ${#need[@]} -eq 0 ] && exit 0
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+AXE="$ROOT/.cache/axe/node_modules/axe-core"
+if [ ! -f "$AXE/axe.min.js" ] || ! grep -q "\"version\": \"$AXE_VERSION\"" "$AXE/package.json"; then
+  npm install --silent --no-audit --no-fund --prefix "$ROOT/.cache/axe" "axe-core@$AXE_VERSION" >/dev/null
+fi

@@ -16,6 +16,7 @@ import pytest
 from conftest import QA, ROOT, SEED, make_pdf
 
 CHROMIUM = "/usr/bin/chromium"
+AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 HOSTILE = """# Payload notes
@@ -249,14 +250,39 @@ def test_browser_answer_card_first_examples_follow_ups_and_closest(page):
     assert page.outside == [] and page.dialogs == []
 
 
-def test_browser_phone_width_has_no_sideways_scrolling(browser, server):
-    context = browser.new_context(viewport={"width": 390, "height": 844})
+def _axe(page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now (WCAG 2.2 A and AA rules)."""
+    if not AXE.is_file():
+        pytest.fail("axe-core is missing: run `make test` (it installs it) or scripts/install-system-deps.sh")
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("""async () => await axe.run(document, {resultTypes: ['violations'],
+        runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']}})""")
+    return [f"{v['impact']} {v['id']}: {v['help']} at {[n['target'] for n in v['nodes'][:3]]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_browser_accessibility_and_phone_width(browser, server, width):
+    context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     page.goto(server["url"])
-    page.wait_for_selector("#question textarea", timeout=60_000)
+    page.wait_for_selector("#example-0", state="visible", timeout=60_000)
     _ask(page, "What was the bilateral trade volume between Japan and Taiwan in 2020?")
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, width
+    page.locator(".qa-card .qa-open").click()
+    page.wait_for_selector("#viewer .qa-view", timeout=30_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scrolling
+    assert _axe(page) == []
+    # Messages are named by their answer, not by their HTML; the reply is announced by its answer sentence.
+    names = page.evaluate("() => [...document.querySelectorAll('#chat [aria-label]')].map(e => e.getAttribute('aria-label'))")
+    assert not [n for n in names if "<" in n or len(n) > 400], names
+    assert page.locator("#qa-announce").inner_text().startswith("Answer: As Japan’s fourth largest trading partner")
+    # Keyboard: "/" puts the cursor in the question box, and a visible focus ring shows where it is.
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement === document.querySelector('#question textarea')")
+    page.keyboard.press("Tab")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
     context.close()
 
 
