@@ -231,6 +231,8 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
                     "the sentence that answers is marked.")
         loaded = gr.Markdown(elem_id="loaded")
         asked = gr.State([])
+        # The conversation survives a reload: kept in the browser's own storage, never on the server.
+        saved = gr.BrowserState({"history": [], "asked": []}, storage_key="docqa-conversation")
         with gr.Row():
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Conversation", height=560, latex_delimiters=[], sanitize_html=True,
@@ -274,19 +276,23 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
 
         events = dict(api_visibility="private")
         chat_io = ([box, chat, asked, k, mode], [box, chat, asked, literal, closest])
-        # The chat itself is callable by clients (undocumented) so that scripts see exactly what people see.
-        box.submit(respond, *chat_io, api_name="chat", api_visibility="undocumented").then(
-            None, js=SCROLL_TO_REPLY, **events)
-        send.click(respond, *chat_io, **events).then(None, js=SCROLL_TO_REPLY, **events)
-        for button in examples:
-            button.click(respond, [button, chat, asked, k, mode], chat_io[1], **events).then(
+
+        def after(event) -> None:
+            """What follows every change to the conversation: keep it in the browser, show the new reply."""
+            event.then(lambda h, a: {"history": h, "asked": a}, [chat, asked], saved, **events).then(
                 None, js=SCROLL_TO_REPLY, **events)
-        literal.click(literal_again, [chat, asked, k, mode], chat_io[1], **events).then(
-            None, js=SCROLL_TO_REPLY, **events)
-        closest.click(closest_again, [chat, asked, k, mode], chat_io[1], **events).then(
-            None, js=SCROLL_TO_REPLY, **events)
-        clear.click(lambda: ([], [], gr.update(visible=False), gr.update(visible=False)), None,
-                    [chat, asked, literal, closest], **events)
+
+        # The chat itself is callable by clients (undocumented) so that scripts see exactly what people see.
+        after(box.submit(respond, *chat_io, api_name="chat", api_visibility="undocumented"))
+        after(send.click(respond, *chat_io, **events))
+        for button in examples:
+            after(button.click(respond, [button, chat, asked, k, mode], chat_io[1], **events))
+        after(literal.click(literal_again, [chat, asked, k, mode], chat_io[1], **events))
+        after(closest.click(closest_again, [chat, asked, k, mode], chat_io[1], **events))
+        after(clear.click(lambda: ([], [], gr.update(visible=False), gr.update(visible=False)), None,
+                          [chat, asked, literal, closest], **events))
+        demo.load(lambda kept: (kept.get("history", []), kept.get("asked", [])) if isinstance(kept, dict)
+                  else ([], []), saved, [chat, asked], show_progress="hidden", **events)
         page = [loaded, table, pick, *examples]
         demo.load(welcome, None, page, show_progress="hidden", **events)  # every page load and every tab sees the documents as they are
         upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status], **events)

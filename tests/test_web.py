@@ -247,6 +247,11 @@ def test_browser_answer_card_first_examples_follow_ups_and_closest(page):
     assert last.locator(".qa-card").count() == 0
     # The question box has an accessible name.
     assert page.get_by_label("Your question").count() >= 1
+    # The conversation survives a reload.
+    replies = page.locator(".qa-answer").count()
+    page.reload()
+    page.wait_for_function(f"document.querySelectorAll('.qa-answer').length == {replies}", timeout=60_000)
+    assert "Low confidence" in page.locator(".qa-answer").last.inner_text()
     assert page.outside == [] and page.dialogs == []
 
 
