@@ -143,11 +143,48 @@ def save_upload(source: Path, original_name: str, corpus: Path, max_bytes: int) 
     raise UploadError(f"too many files named like '{name}' in the corpus folder")
 
 
-def remove_document(source: str, corpus: Path) -> Path:
-    """Delete a document from the corpus folder (only from inside it)."""
-    root = corpus.resolve()
+# Documents taken out of the index but kept: a hidden folder of the corpus, which indexing never reads.
+SET_ASIDE = ".not-indexed"
+
+
+def _inside(corpus: Path, source: str, hidden: bool = False) -> Path:
+    root = corpus.resolve() / SET_ASIDE if hidden else corpus.resolve()
     target = (root / source).resolve()
     if root not in target.parents or not target.is_file():
         raise UploadError(f"'{source}' is not a document in {corpus}")
+    return target
+
+
+def remove_document(source: str, corpus: Path) -> Path:
+    """Delete a document's file from the corpus folder, indexed or set aside (only from inside the folder)."""
+    try:
+        target = _inside(corpus, source)
+    except UploadError:
+        target = _inside(corpus, source, hidden=True)
     target.unlink()
     return target
+
+
+def set_aside(source: str, corpus: Path) -> Path:
+    """Take a document out of the index and keep its file (in the corpus's hidden SET_ASIDE folder)."""
+    target = _inside(corpus, source)
+    kept = corpus.resolve() / SET_ASIDE / source
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    if kept.exists():
+        raise UploadError(f"'{source}' is already set aside: put that one back or delete it first")
+    return target.rename(kept)
+
+
+def put_back(source: str, corpus: Path) -> Path:
+    """Return a set-aside document to the corpus folder, to be indexed again."""
+    kept = _inside(corpus, source, hidden=True)
+    target = corpus.resolve() / source
+    if target.exists():
+        raise UploadError(f"'{source}' is in the folder again already: delete the set-aside copy instead")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return kept.rename(target)
+
+
+def set_aside_sources(corpus: Path) -> list[str]:
+    folder = corpus / SET_ASIDE
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []

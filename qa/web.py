@@ -13,100 +13,37 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from qa.api import Retriever, build_index  # noqa: E402
-from qa.chat import ask, example_questions, loaded_line, remove_document, save_upload  # noqa: E402
+from qa.chat import (ask, example_questions, loaded_line, put_back, remove_document, save_upload,  # noqa: E402
+                     set_aside, set_aside_sources)
 from qa.formats.pdf import page_image  # noqa: E402
 from qa.loaders import file_sha256  # noqa: E402
+from qa.records import IndexReport  # noqa: E402
 from qa.reply import render_question, render_source, render_turn  # noqa: E402
+from qa.webpage import CSS, PAGE_SCRIPT, SCROLL_TO_REPLY, SCROLL_TO_SOURCE  # noqa: E402
 from qa.config import MODES, Settings  # noqa: E402
 from qa.errors import IndexMismatchError, QAError  # noqa: E402
 from qa.loaders import SUPPORTED_EXTENSIONS  # noqa: E402
 
 MAX_UPLOAD_MB = 50
-# The highlight is shown by more than colour (an underline and weight too); text keeps at least 4.5:1 contrast.
-CSS = """
-.qa-answer { display: flex; flex-direction: column; gap: 10px; }
-.qa-card { border: 2px solid var(--color-accent); border-radius: 8px; padding: 8px 12px; }
-.qa-label { font-size: 0.8em; font-weight: 700; text-transform: uppercase; letter-spacing: 0.04em; }
-.qa-quote { margin: 4px 0; font-size: 1.05em; }
-.qa-meta, .qa-head, .qa-note { font-size: 0.85em; color: var(--body-text-color); }
-.qa-sources { display: flex; flex-direction: column; gap: 8px; }
-.qa-cite { border-left: 3px solid var(--color-accent); padding: 4px 10px; }
-.qa-answer mark, .qa-view mark { background: #fde68a; color: #111; padding: 0 2px; border-radius: 2px; font-weight: 600;
-  text-decoration: underline; text-decoration-thickness: 2px; text-underline-offset: 2px; }
-.qa-context summary { cursor: pointer; font-size: 0.85em; }
-.qa-context div { font-size: 0.9em; margin-top: 4px; }
-.qa-passage { background: rgba(253, 230, 138, 0.25); }
-.qa-warn { border-left: 4px solid #b45309; padding: 4px 10px; }
-.qa-chip { font-weight: 700; color: var(--body-text-color); }
-.qa-open { cursor: pointer; text-decoration: underline; font-weight: 600; white-space: nowrap; }
-.qa-view-text { max-height: 420px; overflow-y: auto; white-space: pre-wrap; font-size: 0.9em; padding: 4px; }
-#open-request, #open-go { display: none !important; }
-.qa-sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
-#ask { background: #c2410c; border-color: #c2410c; color: #fff; }
-button.stop { background: #b91c1c; border-color: #b91c1c; color: #fff; }
-#upload .or, #upload .wrap { color: var(--body-text-color); }
-#examples button { white-space: normal; text-align: left; }
-:focus-visible { outline: 3px solid #1d4ed8 !important; outline-offset: 2px; }
-footer a, footer button { color: var(--body-text-color) !important; }
-"""
-# One script for the page, since the reply's HTML carries none:
-# - "Open" on a source (a link: Enter works too) hands the passage in the link's fragment to a hidden textbox and
-#   button, which ask the server for the source viewer;
-# - Gradio names each message by its raw HTML (thousands of characters) and announces whole replies: messages
-#   are renamed by their answer sentence, the chat's own live region is turned off, and one live region says
-#   the answer sentence (or "not found") of each new reply;
-# - the upload area gets a name that includes its visible text; "/" puts the cursor in the question box.
-PAGE_SCRIPT = """() => {
-  document.addEventListener('click', (e) => {
-    const link = e.target.closest && e.target.closest('a.qa-open'); if (!link) return;
-    e.preventDefault();
-    const box = document.querySelector('#open-request textarea');
-    box.value = decodeURIComponent(link.getAttribute('href').split('#qa-open=')[1] || '');
-    box.dispatchEvent(new Event('input', {bubbles: true}));
-    setTimeout(() => document.querySelector('#open-go').click(), 50); });
-  document.addEventListener('keydown', (e) => {
-    if (e.key === '/' && !(e.target.closest && e.target.closest('input, textarea, [contenteditable]'))) {
-      e.preventDefault(); document.querySelector('#question textarea').focus(); } });
-  const said = (el) => { const find = (sel) => el.querySelector(sel);
-    if (find('.qa-quote')) return 'Answer: ' + find('.qa-quote').innerText;
-    if (find('.qa-warn')) return find('.qa-warn').innerText;
-    if (find('.qa-none p')) return find('.qa-none p').innerText;
-    if (find('.qa-question')) return 'You asked: ' + find('.qa-question').innerText;
-    return el.innerText.slice(0, 200); };
-  const live = document.createElement('div');
-  live.id = 'qa-announce'; live.className = 'qa-sr'; live.setAttribute('aria-live', 'polite');
-  document.body.appendChild(live);
-  let last = null;
-  const tidy = () => {
-    document.querySelectorAll('#chat [aria-label]').forEach((el) => {
-      if ((el.getAttribute('aria-label') || '').includes('<')) el.setAttribute('aria-label', said(el)); });
-    document.querySelectorAll('#chat [aria-live]:not([aria-live=off])').forEach((el) => el.setAttribute('aria-live', 'off'));
-    document.querySelectorAll('#upload .boundedheight[aria-label]').forEach((el) => {
-      const name = el.innerText.replace(/\\s+/g, ' ').trim() + ': add documents';
-      if (el.getAttribute('aria-label') !== name) el.setAttribute('aria-label', name); });
-    const replies = document.querySelectorAll('#chat .qa-answer');
-    const newest = replies[replies.length - 1];
-    if (newest && newest !== last) { last = newest; live.textContent = said(newest); } };
-  new MutationObserver(tidy).observe(document.body, {subtree: true, childList: true, attributes: true,
-                                                      attributeFilter: ['aria-label', 'aria-live']});
-  tidy(); }"""
-SCROLL_TO_SOURCE = """() => { setTimeout(() => { const p = document.querySelector('#qa-view-passage');
-  if (p) { p.scrollIntoView({block: 'center'}); } }, 100); }"""
-# After a reply: scroll the chat to the start of the newest answer, not to the bottom of its last passage.
-SCROLL_TO_REPLY = """() => { setTimeout(() => { const all = document.querySelectorAll('#chat .qa-answer');
-  if (all.length) all[all.length - 1].scrollIntoView({block: 'start'}); }, 50); }"""
-
-
-def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
+def build_app(retriever: Retriever, settings: Settings, report: IndexReport | None = None) -> gr.Blocks:
     corpus = settings.corpus_dir
     index_lock = threading.Lock()  # one indexing run at a time from this server; others wait their turn
+    last = {"report": report}  # the latest indexing run's failures and notes, for the documents panel
 
     def documents() -> list[list[object]]:
+        """Every document the folder holds, with what happened to it: indexed (and what was left out), failed
+        and why, or set aside."""
         files = retriever.refresh().data.manifest.files
-        return [[source, entry.chunks, f"{entry.bytes / 1024:.1f} KiB"] for source, entry in sorted(files.items())]
+        run = last["report"]
+        notes = {n.source: n.reason for n in run.notes} if run else {}
+        rows = [[source, f"indexed; {notes[source]}" if source in notes else "indexed", entry.chunks,
+                 f"{entry.bytes / 1024:.1f} KiB"] for source, entry in sorted(files.items())]
+        rows += [[f.source, f"failed: {f.reason}", 0, ""] for f in (run.failed if run else ()) if f.source not in files]
+        rows += [[source, "set aside: not indexed, file kept", 0, ""] for source in set_aside_sources(corpus)]
+        return rows
 
     def doc_choices():
-        return gr.update(choices=retriever.sources(), value=None)
+        return gr.update(choices=retriever.sources() + set_aside_sources(corpus), value=None)
 
     def welcome():
         """What a page shows when it opens, and after every change: the documents as they are now."""
@@ -123,6 +60,7 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
 
         with index_lock:
             result = build_index([corpus], settings=settings, progress=report, wait=120)
+        last["report"] = result
         retriever.refresh()
         return result.describe()
 
@@ -171,15 +109,22 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
                 notes.append(f"indexing failed: {exc}")
         return [None, "\n".join(notes), *welcome()]
 
-    def remove(source: str | None, progress: gr.Progress = gr.Progress()):
+    def change(action, verb: str):
+        def run(source: str | None, progress: gr.Progress = gr.Progress()):
+            if not source:
+                return [f"Pick a document to {verb}.", gr.update(visible=False), *welcome()]
+            try:
+                action(source, corpus)
+                note = f"{verb}: {source}\n" + reindex(progress)
+            except QAError as exc:
+                note = f"could not {verb} {source}: {exc}"
+            return [note, gr.update(visible=False), *welcome()]
+        return run
+
+    def ask_to_delete(source: str | None):
         if not source:
-            return ["Pick a document to remove.", *welcome()]
-        try:
-            remove_document(source, corpus)
-            note = f"removed {source}\n" + reindex(progress)
-        except QAError as exc:
-            note = f"not removed: {exc}"
-        return [note, *welcome()]
+            return "Pick a document to delete.", gr.update(visible=False), gr.update()
+        return "", gr.update(visible=True), f"Delete **{source}** from the folder? This cannot be undone."
 
     def open_source(request: str):
         """The source viewer for one passage, and for a PDF its page drawn with the sentence marked."""
@@ -268,11 +213,17 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
                                      f"up to {MAX_UPLOAD_MB} MB each)", file_count="multiple",
                                      file_types=list(SUPPORTED_EXTENSIONS), elem_id="upload")
                     status = gr.Textbox(label="Status", interactive=False, lines=3, elem_id="status")
-                    table = gr.Dataframe(headers=["document", "chunks", "size"], interactive=False,
-                                         label="Indexed documents", elem_id="documents")
+                    table = gr.Dataframe(headers=["document", "status", "chunks", "size"], interactive=False,
+                                         label="Documents in the folder", elem_id="documents", wrap=True)
+                    pick = gr.Dropdown([], value=None, label="Document", elem_id="pick")
                     with gr.Row():
-                        pick = gr.Dropdown([], value=None, label="Remove a document", scale=3)
-                        drop = gr.Button("Remove", variant="stop", scale=1)
+                        aside = gr.Button("Remove from index (keep the file)", size="sm", elem_id="aside")
+                        back = gr.Button("Put back", size="sm", elem_id="back")
+                        delete = gr.Button("Delete file…", size="sm", variant="stop", elem_id="delete")
+                    with gr.Row(visible=False, elem_id="confirm") as confirm:
+                        confirm_text = gr.Markdown()
+                        yes = gr.Button("Delete", variant="stop", size="sm", elem_id="delete-yes")
+                        no = gr.Button("Cancel", size="sm", elem_id="delete-no")
 
         events = dict(api_visibility="private")
         chat_io = ([box, chat, asked, k, mode], [box, chat, asked, literal, closest])
@@ -296,7 +247,11 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
         page = [loaded, table, pick, *examples]
         demo.load(welcome, None, page, show_progress="hidden", **events)  # every page load and every tab sees the documents as they are
         upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status], **events)
-        drop.click(remove, [pick], [status, *page], show_progress_on=[status], **events)
+        for button, action, verb in ((aside, set_aside, "remove from the index"), (back, put_back, "put back"),
+                                     (yes, remove_document, "delete")):
+            button.click(change(action, verb), [pick], [status, confirm, *page], show_progress_on=[status], **events)
+        delete.click(ask_to_delete, [pick], [status, confirm, confirm_text], **events)
+        no.click(lambda: gr.update(visible=False), None, confirm, **events)
         open_go.click(open_source, [open_request], [viewer, page_view], **events).then(
             None, js=SCROLL_TO_SOURCE, **events)
         demo.load(None, js=PAGE_SCRIPT, **events)
@@ -304,22 +259,22 @@ def build_app(retriever: Retriever, settings: Settings) -> gr.Blocks:
     return demo
 
 
-def prepare_index(settings: Settings, progress=None) -> None:
+def prepare_index(settings: Settings, progress=None) -> IndexReport:
     """Bring the index in line with the corpus folder. The index only mirrors that folder, so one made with
     other settings (an upgrade that changed the chunk size, another backend) is rebuilt from it, not refused."""
     try:
-        build_index([settings.corpus_dir], settings=settings, progress=progress, wait=120)
+        return build_index([settings.corpus_dir], settings=settings, progress=progress, wait=120)
     except IndexMismatchError:
-        build_index([settings.corpus_dir], settings=settings, progress=progress, wait=120, rebuild=True)
+        return build_index([settings.corpus_dir], settings=settings, progress=progress, wait=120, rebuild=True)
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, *,
           progress: Callable[[str, int, int], None] | None = None,
           auth: list[tuple[str, str]] | None = None, block: bool = True) -> tuple[gr.Blocks, str]:
     """Bring the index up to date with the corpus folder, then serve the chat. Returns (app, local URL)."""
-    prepare_index(settings, progress)
+    report = prepare_index(settings, progress)
     retriever = Retriever(settings.index_dir, settings=settings)
-    demo = build_app(retriever, settings)
+    demo = build_app(retriever, settings, report)
     demo.queue(default_concurrency_limit=8)
     _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
                             theme=gr.themes.Default(), css=CSS, footer_links=["api"], auth=auth,

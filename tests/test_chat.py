@@ -110,3 +110,22 @@ def test_remove_document_only_inside_corpus(tmp_path):
     assert (tmp_path / "outside.txt").exists()
     remove_document("a.txt", corpus)
     assert not (corpus / "a.txt").exists()
+
+
+def test_set_aside_keeps_the_file_and_put_back_restores_it(tmp_path):
+    from qa.chat import SET_ASIDE, put_back, set_aside, set_aside_sources
+
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "sub" / "a.txt").write_text("alpha", encoding="utf-8")
+    set_aside("sub/a.txt", corpus)
+    assert not (corpus / "sub" / "a.txt").exists()
+    assert (corpus / SET_ASIDE / "sub" / "a.txt").read_text(encoding="utf-8") == "alpha"
+    assert set_aside_sources(corpus) == ["sub/a.txt"]
+    with pytest.raises(UploadError):
+        set_aside("../outside.txt", corpus)
+    put_back("sub/a.txt", corpus)
+    assert (corpus / "sub" / "a.txt").is_file() and set_aside_sources(corpus) == []
+    set_aside("sub/a.txt", corpus)
+    remove_document("sub/a.txt", corpus)  # deleting works on a set-aside file too
+    assert set_aside_sources(corpus) == [] and not (corpus / "sub" / "a.txt").exists()

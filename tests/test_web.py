@@ -162,6 +162,17 @@ def page(browser, server):
     context.close()
 
 
+def _pick(page, name: str) -> None:
+    """Choose a document in the documents panel's drop-down."""
+    box = page.locator("#pick input")
+    box.scroll_into_view_if_needed()
+    box.click()
+    box.fill(name)
+    page.wait_for_selector(f"[role=option][aria-label='{name}']", state="attached")
+    box.press("Enter")
+    page.wait_for_function(f"document.querySelector('#pick input').value == '{name}'")
+
+
 def _ask(page, question: str, answers_before: int | None = None) -> None:
     before = page.locator(".qa-answer").count() if answers_before is None else answers_before
     page.fill("#question textarea", question)
@@ -315,6 +326,37 @@ def test_browser_upload_pdf_then_ask_about_it(page, server, browser, tmp_path):
     assert "412 emperor penguins" in page.locator("#viewer #qa-view-passage mark").inner_text()
     _ask(page, "How many fishing boats did the harbour master count?")
     assert "37 fishing boats" in page.locator(".qa-answer").last.locator(".qa-card mark").inner_text()
+    # Removing from the index keeps the file; putting back indexes it again; deleting asks first.
+    _pick(page, "harbour_notes.md")
+    page.click("#aside")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('remove from the index')",
+                           timeout=120_000)
+    assert (server["corpus"] / ".not-indexed" / "harbour_notes.md").is_file()
+    assert not (server["corpus"] / "harbour_notes.md").exists()
+    assert "set aside" in page.locator("#documents").inner_text()
+    _ask(page, "How many fishing boats did the harbour master count?")
+    assert "harbour_notes.md" not in page.locator(".qa-answer").last.inner_text()
+    _pick(page, "harbour_notes.md")
+    page.click("#back")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('put back')",
+                           timeout=120_000)
+    assert (server["corpus"] / "harbour_notes.md").is_file()
+    _pick(page, "harbour_notes.md")
+    page.click("#delete")
+    page.wait_for_selector("#confirm", state="visible")
+    assert "cannot be undone" in page.locator("#confirm").inner_text()
+    page.click("#delete-no")
+    page.wait_for_selector("#confirm", state="hidden")
+    assert (server["corpus"] / "harbour_notes.md").is_file()
+    page.click("#delete")
+    page.click("#delete-yes")
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('delete')", timeout=120_000)
+    assert not (server["corpus"] / "harbour_notes.md").exists()
+    page.set_input_files("#upload input[type=file]", str(notes))  # back for the checks below
+    page.wait_for_function("document.querySelector('#status textarea').value.includes('saved harbour_notes.md')",
+                           timeout=120_000)
+    page.wait_for_function("document.querySelector('#documents').innerText.includes('harbour_notes.md')",
+                           timeout=60_000)
     # A second tab (and a reload) lists what the first one added.
     other = browser.new_context().new_page()
     other.goto(server["url"])
