@@ -246,7 +246,9 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
                   else ([], []), saved, [chat, asked], show_progress="hidden", **events)
         page = [loaded, table, pick, *examples]
         demo.load(welcome, None, page, show_progress="hidden", **events)  # every page load and every tab sees the documents as they are
-        upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status], **events)
+        # "multiple": a file dropped while another is being indexed is queued, not ignored.
+        upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status],
+                      trigger_mode="multiple", **events)
         for button, action, verb in ((aside, set_aside, "remove from the index"), (back, put_back, "put back"),
                                      (yes, remove_document, "delete")):
             button.click(change(action, verb), [pick], [status, confirm, *page], show_progress_on=[status], **events)
