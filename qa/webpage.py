@@ -70,6 +70,7 @@ PAGE_SCRIPT = """() => {
   tidy(); }"""
 SCROLL_TO_SOURCE = """() => { setTimeout(() => { const p = document.querySelector('#qa-view-passage');
   if (p) { p.scrollIntoView({block: 'center'}); } }, 100); }"""
-# After a reply: scroll the chat to the start of the newest answer, not to the bottom of its last passage.
-SCROLL_TO_REPLY = """() => { setTimeout(() => { const all = document.querySelectorAll('#chat .qa-answer');
+# After a reply: scroll the chat to the question just asked, the start of its reply right below it, not to the
+# bottom of the reply's last source.
+SCROLL_TO_REPLY = """() => { setTimeout(() => { const all = document.querySelectorAll('#chat .qa-question');
   if (all.length) all[all.length - 1].scrollIntoView({block: 'start'}); }, 50); }"""
