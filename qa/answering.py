@@ -52,7 +52,8 @@ _NAME = r"(?:[A-Z][a-zà-ÿ'’-]+|[A-Z]\.)"
 _PERSON = rf"{_NAME}(?:[ \t]+{_NAME}){{1,3}}"
 _MARKS = r"[ \t∗*+#$†‡\d]*"
 _BY = re.compile(rf"\b(?:[Bb]y|[Ff]rom|[Aa]uthors?:?|[Ww]ritten by)\s+(?:(?:Dr|Prof|Mr|Mrs|Ms)\.?\s+)?{_PERSON}")
-_NAME_LINE = re.compile(rf"^[ \t]*{_PERSON}{_MARKS}(?:(?:,|\band\b){_MARKS}\s*{_PERSON}{_MARKS})*,?[ \t]*$", re.MULTILINE)
+_NAME_LINE = re.compile(rf"^[ \t]*{_PERSON}{_MARKS}(?:(?:,|\band\b){_MARKS}\s*{_PERSON}{_MARKS})*,?[ \t]*$",
+                        re.MULTILINE)
 BYLINE_ZONE = 1000  # characters from a document's start where its author is named
 RULE_CONFIDENCE = 0.75  # what the byline and abbreviation rules claim: not a measured probability (docs/evaluation.md)
 _SENTENCE_END = tuple(".!?。！？…\"”’')»")
@@ -116,8 +117,9 @@ def byline(text: str, start: int) -> tuple[int, int] | None:
     return None
 
 
-_EXPANSION_QUESTION = re.compile(r"\bwhat\s+(?:does|do|did|is|are)\s+(?:the\s+)?(?:acronym\s+|abbreviation\s+)?[\"'“‘`]?"
-                                 r"([A-Za-z][\w.&-]{1,15})[\"'”’`]?\s+(?:stand\s+for|short\s+for|mean)\b", re.IGNORECASE)
+_EXPANSION_QUESTION = re.compile(
+    r"\bwhat\s+(?:does|do|did|is|are)\s+(?:the\s+)?(?:acronym\s+|abbreviation\s+)?[\"'“‘`]?"
+    r"([A-Za-z][\w.&-]{1,15})[\"'”’`]?\s+(?:stand\s+for|short\s+for|mean)\b", re.IGNORECASE)
 
 
 def expanded(question: str) -> str | None:
@@ -206,7 +208,8 @@ def _sentences(chunk: Chunk, stemmer: str, stopwords: str) -> _Sentences:
     for i, (t, span, low) in enumerate(zip(texts, chunk.sentences, lowered)):
         count = len(t.split())
         digits = _DIGIT.search(t) is not None
-        rows.append((math.log1p(count), count < 4, "\n" not in t and count <= 10 and not t.rstrip().endswith(_SENTENCE_END),
+        heading = "\n" not in t and count <= 10 and not t.rstrip().endswith(_SENTENCE_END)  # as is_heading
+        rows.append((math.log1p(count), count < 4, heading,
                      "\t" in t, span[0] == 0, i == 0, t.rstrip().endswith("?"),
                      digits or not _NUMBER_WORDS.isdisjoint(low),
                      (digits and _DATE.search(t) is not None) or not _DATE_WORDS.isdisjoint(low),
@@ -259,7 +262,8 @@ def sentence_features(ev: Evidence) -> np.ndarray:
         cosines, cosines - cosines.max(), cosines - best_chunk, ev.chunk_cosines[chunk_of],
         (ev.fused - ev.fused.max())[chunk_of], ev.keyword[chunk_of], overlap, before @ weight / total,
         after @ weight / total, window, bigrams, matched, (cosines >= best_chunk).astype(np.float64), novel,
-        overlap * (1.0 - novel), *fixed[:, :7].T, *types.T, *(kind[:, None, None] * types.T[None]).reshape(-1, len(sets)),
+        overlap * (1.0 - novel), *fixed[:, :7].T, *types.T,
+        *(kind[:, None, None] * types.T[None]).reshape(-1, len(sets)),
     ]
     return np.column_stack(columns).astype(np.float32)
 

@@ -97,7 +97,8 @@ def render_turn(asked: str, searched: str, answer: Answer, retriever: Retriever,
         if foreign(asked):
             parts.append('<p class="qa-note">The model reads English: questions in other languages are often '
                          "not understood. Try asking in English.</p>")
-        parts.append('<p class="qa-note">“Show the closest passages anyway” below shows what came nearest.</p></div>')
+        parts.append('<p class="qa-note">“Show the closest passages anyway” below shows what came nearest.</p>'
+                     "</div>")
         return "".join(parts) + "</div>"
     cards = sources(answer)
     if answer.low_confidence:

@@ -20,7 +20,7 @@ from qa.loaders import file_sha256  # noqa: E402
 from qa.records import IndexReport  # noqa: E402
 from qa.reply import render_question, render_source, render_turn  # noqa: E402
 from qa.webpage import CSS, PAGE_SCRIPT, SCROLL_TO_REPLY, SCROLL_TO_SOURCE  # noqa: E402
-from qa.config import MODES, Settings  # noqa: E402
+from qa.config import Settings  # noqa: E402
 from qa.errors import IndexMismatchError, QAError  # noqa: E402
 from qa.loaders import SUPPORTED_EXTENSIONS  # noqa: E402
 
@@ -245,7 +245,8 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
         demo.load(lambda kept: (kept.get("history", []), kept.get("asked", [])) if isinstance(kept, dict)
                   else ([], []), saved, [chat, asked], show_progress="hidden", **events)
         page = [loaded, table, pick, *examples]
-        demo.load(welcome, None, page, show_progress="hidden", **events)  # every page load and every tab sees the documents as they are
+        # Every page load, and so every tab, sees the documents as they are now.
+        demo.load(welcome, None, page, show_progress="hidden", **events)
         # "multiple": a file dropped while another is being indexed is queued, not ignored.
         upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status],
                       trigger_mode="multiple", **events)

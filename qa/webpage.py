@@ -58,7 +58,8 @@ PAGE_SCRIPT = """() => {
   const tidy = () => {
     document.querySelectorAll('#chat [aria-label]').forEach((el) => {
       if ((el.getAttribute('aria-label') || '').includes('<')) el.setAttribute('aria-label', said(el)); });
-    document.querySelectorAll('#chat [aria-live]:not([aria-live=off])').forEach((el) => el.setAttribute('aria-live', 'off'));
+    document.querySelectorAll('#chat [aria-live]:not([aria-live=off])')
+      .forEach((el) => el.setAttribute('aria-live', 'off'));
     document.querySelectorAll('#upload .boundedheight[aria-label]').forEach((el) => {
       const name = el.innerText.replace(/\\s+/g, ' ').trim() + ': add documents';
       if (el.getAttribute('aria-label') !== name) el.setAttribute('aria-label', name); });

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import QUESTIONS, ROOT
+from conftest import ROOT
 from qa.answering import (CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, asks_author,
                           byline, content_terms, expanded, expansion, load_model, question_kind)
 from qa.errors import ModelError
