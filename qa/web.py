@@ -93,7 +93,9 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
     def closest_again(history, asked, k, mode):
         return reply(asked[-1] if asked else "", history, asked[:-1], k, mode, closest=True)
 
-    def add_documents(paths: list[str] | None, progress: gr.Progress = gr.Progress()):
+    def save_documents(paths: list[str] | None):
+        """Step one of an upload, quick: the files saved into the corpus folder and the upload area emptied,
+        ready for the next drop while this one is indexed."""
         notes = []
         for path in paths or []:
             name = Path(path).name
@@ -102,12 +104,16 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
                 notes.append(f"saved {saved.name}")
             except QAError as exc:
                 notes.append(f"refused: {exc}")
-        if any(n.startswith("saved") for n in notes):
+        return None, "\n".join(notes)
+
+    def index_documents(notes: str, progress: gr.Progress = gr.Progress()):
+        """Step two: index what was saved (one run at a time; a run picks up every file saved before it)."""
+        if "saved " in notes:
             try:
-                notes.append(reindex(progress))
+                notes += "\n" + reindex(progress)
             except QAError as exc:
-                notes.append(f"indexing failed: {exc}")
-        return [None, "\n".join(notes), *welcome()]
+                notes += f"\nindexing failed: {exc}"
+        return [notes, *welcome()]
 
     def change(action, verb: str):
         def run(source: str | None, progress: gr.Progress = gr.Progress()):
@@ -247,9 +253,11 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
         page = [loaded, table, pick, *examples]
         # Every page load, and so every tab, sees the documents as they are now.
         demo.load(welcome, None, page, show_progress="hidden", **events)
-        # "multiple": a file dropped while another is being indexed is queued, not ignored.
-        upload.upload(add_documents, [upload], [upload, status, *page], show_progress_on=[status],
-                      trigger_mode="multiple", **events)
+        # A file dropped while another is being indexed is queued, not ignored ("multiple"), and the upload area
+        # is emptied as soon as the files are saved, so that it takes the next drop at once.
+        upload.upload(save_documents, [upload], [upload, status], trigger_mode="multiple", **events).then(
+            index_documents, [status], [status, *page], show_progress_on=[status], trigger_mode="multiple",
+            **events)
         for button, action, verb in ((aside, set_aside, "remove from the index"), (back, put_back, "put back"),
                                      (yes, remove_document, "delete")):
             button.click(change(action, verb), [pick], [status, confirm, *page], show_progress_on=[status], **events)

@@ -218,6 +218,7 @@ def test_browser_answer_card_first_examples_follow_ups_and_closest(page):
     assert all(e.startswith("What does the document say about") for e in examples)
     page.click("#example-0")
     page.wait_for_function("document.querySelectorAll('.qa-answer').length == 1", timeout=60_000)
+    assert page.locator(".qa-answer").first.locator(".qa-card mark").count() == 1  # answered, not "not found"
     # The answer card comes first, quoting the answering sentence, with a numbered source chip.
     _ask(page, "How much has Taiwan invested directly in Japan?")
     reply = page.locator(".qa-answer").last
@@ -359,15 +360,23 @@ def test_browser_upload_pdf_then_ask_about_it(page, server, browser, tmp_path):
                            timeout=60_000)
     # A file dropped while another is being indexed is queued, not lost; the chat answers meanwhile.
     first, second = tmp_path / "tide table.md", tmp_path / "lamp log.md"
-    first.write_text("# Tides\n\nThe spring tide rose 4.2 metres at the north pier.\n", encoding="utf-8")
+    # The first is long enough (about 2,000 sentences) to keep the index busy when the second arrives.
+    log = "".join(f"On day {n} the tide rose {n % 7} metres and the keeper noted gull number {n}.\n\n"
+                  for n in range(2000))
+    first.write_text("# Tides\n\nThe spring tide rose 4.2 metres at the north pier.\n\n" + log, encoding="utf-8")
     second.write_text("# Lamp\n\nThe lamp burned 311 litres of oil that winter.\n", encoding="utf-8")
     page.set_input_files("#upload input[type=file]", str(first))
+    page.wait_for_function("document.querySelector('#status textarea').value.startsWith('saved tide_table.md')",
+                           timeout=60_000)
     page.set_input_files("#upload input[type=file]", str(second))
     _ask(page, "How many fishing boats did the harbour master count?")
     page.wait_for_function("['tide_table.md', 'lamp_log.md'].every(n => "
                            "document.querySelector('#documents').innerText.includes(n))", timeout=120_000)
     assert (server["corpus"] / "tide_table.md").is_file() and (server["corpus"] / "lamp_log.md").is_file()
-    # A second tab (and a reload) lists what the first one added.
+    # A reload, and a second tab, list what was added.
+    page.reload()
+    page.wait_for_function("document.querySelector('#documents') && "
+                           "document.querySelector('#documents').innerText.includes('lamp_log.md')", timeout=60_000)
     other = browser.new_context().new_page()
     other.goto(server["url"])
     other.wait_for_function("document.querySelector('#documents') && "
@@ -382,7 +391,8 @@ def test_browser_hostile_document_renders_as_text(page, tmp_path):
     hostile = tmp_path / "payload.md"
     hostile.write_text(HOSTILE, encoding="utf-8")
     page.set_input_files("#upload input[type=file]", str(hostile))
-    page.wait_for_function("document.querySelector('#status textarea').value.includes('payload.md')",
+    page.wait_for_function("document.querySelector('#status textarea').value.includes('payload.md') && "
+                           "document.querySelector('#status textarea').value.includes('added')",
                            timeout=120_000)
     _ask(page, "What does the payload document say about the aurora station <img src=x onerror=alert(1)>?",
          answers_before=0)
