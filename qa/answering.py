@@ -81,9 +81,11 @@ def question_kind(question: str) -> str:
     return "other"
 
 
-def is_heading(text: str) -> bool:
-    """A short line with no closing punctuation: a title or section heading rather than a sentence."""
-    return "\n" not in text and len(text.split()) <= 10 and not text.rstrip().endswith(_SENTENCE_END)
+def is_heading(text: str, words: int | None = None) -> bool:
+    """A short line with no closing punctuation: a title or section heading rather than a sentence. `words`:
+    its word count, when the caller has it already."""
+    count = len(text.split()) if words is None else words
+    return "\n" not in text and count <= 10 and not text.rstrip().endswith(_SENTENCE_END)
 
 
 _ASKING = re.compile(r"^\W*(?:who|whom|whose|what|which|when|where|why|how|is|are|was|were|do|does|did|can|could|"
@@ -208,8 +210,7 @@ def _sentences(chunk: Chunk, stemmer: str, stopwords: str) -> _Sentences:
     for i, (t, span, low) in enumerate(zip(texts, chunk.sentences, lowered)):
         count = len(t.split())
         digits = _DIGIT.search(t) is not None
-        heading = "\n" not in t and count <= 10 and not t.rstrip().endswith(_SENTENCE_END)  # as is_heading
-        rows.append((math.log1p(count), count < 4, heading,
+        rows.append((math.log1p(count), count < 4, is_heading(t, count),
                      "\t" in t, span[0] == 0, i == 0, t.rstrip().endswith("?"),
                      digits or not _NUMBER_WORDS.isdisjoint(low),
                      (digits and _DATE.search(t) is not None) or not _DATE_WORDS.isdisjoint(low),

@@ -44,10 +44,15 @@ def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
     )
 
 
+def page_place(p: Passage | Quote | Chunk) -> str:
+    """"page 12 (printed 10)": the physical page, and the number printed on it where that differs."""
+    printed = f" (printed {p.page_label})" if p.page_label and p.page_label != str(p.page) else ""
+    return f"page {p.page}{printed}"
+
+
 def where(p: Passage | Quote | Chunk) -> str:
     """"page 12 (printed 10), line 4" or "line 21": where in its document a passage or quote starts."""
-    printed = f" (printed {p.page_label})" if p.page_label and p.page_label != str(p.page) else ""
-    return f"page {p.page}{printed}, line {p.line}" if p.page else f"line {p.line}"
+    return f"{page_place(p)}, line {p.line}" if p.page else f"line {p.line}"
 
 
 def location(p: Passage) -> str:

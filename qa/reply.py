@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from qa.api import Answer, Retriever
 from qa.citations import where
 from qa.errors import QAError
-from qa.index.store import IndexData
-from qa.records import Passage
+from qa.records import Chunk, Passage
 
 NOT_FOUND = "I could not find anything about this in the documents."
 # A passage this far below the best one's score is left out of the reply: it only dilutes the answer.
@@ -153,19 +152,15 @@ def _card(card: Source, answer: Answer, retriever: Retriever, context_sentences:
 VIEW_AROUND = 4000  # characters of the document shown each side of the passage in the source viewer
 
 
-def render_source(data: IndexData, source: str, start: int, end: int, highlight: tuple[int, int]) -> str:
-    """The source viewer: the document's stored text around a passage, the passage shaded and its answering
-    sentence marked. Only documents in the index, only offsets inside them."""
-    if source not in data.manifest.files:
-        raise QAError(f"'{source[:80]}' is not in the index")
-    text = data.document_text(source)
+def render_source(source: str, text: str, start: int, end: int, highlight: tuple[int, int],
+                  chunk: Chunk | None) -> str:
+    """The source viewer: the document's stored `text` around a passage (`chunk` is where it starts), the
+    passage shaded and its answering sentence marked. Only offsets inside the text."""
     if not (0 <= start <= end <= len(text) and start <= highlight[0] <= highlight[1] <= end):
         raise QAError("that passage is no longer in the document: ask the question again")
     begin = text.rfind("\n", 0, max(0, start - VIEW_AROUND)) + 1
     stop = text.find("\n", min(len(text), end + VIEW_AROUND))
     stop = len(text) if stop < 0 else stop
-    chunk = next((data.chunks[r] for r in data.source_rows.get(source, ()) if data.chunks[r].start <= start
-                  < data.chunks[r].end), None)
     place = f" · {where(chunk)}" if chunk else ""
     return (f'<div class="qa-view"><div class="qa-head"><span class="qa-source">{html.escape(source)}</span>{place}'
             f'</div><div class="qa-view-text" tabindex="0">{"… " if begin else ""}{html.escape(text[begin:start])}'

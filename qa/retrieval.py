@@ -86,7 +86,6 @@ class Gathered:
     in fused order as (row, fused score, cosine)."""
 
     evidence: Evidence
-    rows: tuple[int, ...]
     rest: tuple[tuple[int, float, float], ...]
 
 
@@ -149,7 +148,7 @@ class Searcher:
             (keyword[head_rows] / top_keyword if top_keyword > 0 else np.zeros(len(head))).astype(np.float64),
             sentence_cosines, self.data.manifest.bm25)
         rest = tuple((int(rows[i]), float(fused[i]), float(cosines[i])) for i in tail)
-        return Gathered(evidence, tuple(head_rows), rest)
+        return Gathered(evidence, rest)
 
     @property
     def _unknown_idf(self) -> float:

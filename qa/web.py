@@ -20,6 +20,7 @@ from qa.loaders import file_sha256  # noqa: E402
 from qa.records import IndexReport  # noqa: E402
 from qa.reply import render_question, render_source, render_turn  # noqa: E402
 from qa.webpage import CSS, PAGE_SCRIPT, SCROLL_TO_REPLY, SCROLL_TO_SOURCE  # noqa: E402
+from qa.citations import page_place  # noqa: E402
 from qa.config import Settings  # noqa: E402
 from qa.errors import IndexMismatchError, QAError  # noqa: E402
 from qa.loaders import SUPPORTED_EXTENSIONS  # noqa: E402
@@ -138,17 +139,22 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
             spec = json.loads(request or "{}")
             source, start, end = str(spec["source"]), int(spec["start"]), int(spec["end"])
             highlight = (int(spec["highlight"][0]), int(spec["highlight"][1]))
-            data = retriever.refresh().data
-            view = render_source(data, source, start, end, highlight)
         except (ValueError, KeyError, TypeError, IndexError):
             return '<p class="qa-note">That source link is damaged.</p>', gr.update(visible=False, value=None)
+        data = retriever.refresh().data
+        chunk = data.chunk_at(source, start)
+        try:
+            if source not in data.manifest.files:
+                raise QAError(f"'{source[:80]}' is not in the index")
+            text = data.document_text(source)
+            view = render_source(source, text, start, end, highlight, chunk)
         except QAError as exc:
             return f'<p class="qa-note">{html.escape(str(exc))}</p>', gr.update(visible=False, value=None)
-        image = pdf_page(data, source, start, highlight)
+        image = pdf_page(data, source, chunk, text[highlight[0] : highlight[1]])
         return view, gr.update(visible=image is not None, value=image[0] if image else None,
                                label=image[1] if image else "Page")
 
-    def pdf_page(data, source: str, start: int, highlight: tuple[int, int]):
+    def pdf_page(data, source: str, chunk, sentence: str):
         """(image, label) of the PDF page a passage is on, or None: only files of the index, read from the
         corpus folder, and only if unchanged since they were indexed."""
         entry = data.manifest.files.get(source)
@@ -158,17 +164,13 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
         path = (root / source).resolve()
         if root not in path.parents or not path.is_file() or file_sha256(path) != entry.sha256:
             return None
-        chunk = next((data.chunks[r] for r in data.source_rows.get(source, ())
-                      if data.chunks[r].start <= start < data.chunks[r].end), None)
         if chunk is None or not chunk.page:
             return None
-        sentence = data.document_text(source)[highlight[0] : highlight[1]]
         try:
             image = page_image(path.read_bytes(), chunk.page, sentence)
         except QAError:
             return None
-        printed = f" (printed {chunk.page_label})" if chunk.page_label and chunk.page_label != str(chunk.page) else ""
-        return image, f"{source}, page {chunk.page}{printed}"
+        return image, f"{source}, {page_place(chunk)}"
 
     def api_ask(question: str, k: int = 5, mode: str = "hybrid") -> dict:
         """The answer and its cited passages for a question, as `qa ask --json` prints them."""

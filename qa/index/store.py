@@ -95,6 +95,11 @@ class IndexData:
             rows.setdefault(chunk.source, []).append(row)
         return rows
 
+    def chunk_at(self, source: str, offset: int) -> Chunk | None:
+        """The first chunk of `source` that holds the character at `offset` (chunks overlap)."""
+        return next((self.chunks[r] for r in self.source_rows.get(source, ())
+                     if self.chunks[r].start <= offset < self.chunks[r].end), None)
+
     def document_text(self, source: str) -> str:
         entry = self.manifest.files[source]
         return (self.path / "docs" / f"{entry.text_sha256}.txt").read_text(encoding="utf-8", errors="surrogatepass")
