@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa.config import Settings  # noqa: E402
-from qa.embedding import load_embedder  # noqa: E402
+from qa.backends import load_embedder  # noqa: E402
 from qa.evaluation import load_beir  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from qa.citations import Context, cite, context, quote
 from qa.config import Settings
-from qa.embedding import Embedder, load_embedder, resolve_backend
+from qa.backends import explain_backend, load_embedder, resolve_backend
+from qa.embedding import Embedder
 from qa.errors import IndexChangedError, IndexMissingError, QAError
 from qa.index.sync import IndexProgress, index_paths, model_info
 from qa.records import IndexReport, Passage, Quote
@@ -22,7 +23,7 @@ _embedders_lock = threading.Lock()
 def shared_embedder(settings: Settings, recorded_backend: str | None = None) -> Embedder:
     """One model per process and backend: loading it takes seconds and its weights are read-only.
     With backend "auto", an index's recorded backend is used so that questions and passages match."""
-    backend = resolve_backend(settings.backend, settings.model_path, recorded_backend)
+    backend = resolve_backend(settings, recorded_backend)
     with _embedders_lock:
         key = (settings.model_path, backend)
         if key not in _embedders:
@@ -67,11 +68,11 @@ def build_index(paths: list[str | Path] | None = None, index: str | Path | None 
     settings = _settings(settings, index)
     roots = [Path(p) for p in paths] if paths else [settings.corpus_dir]
     # A model this process already loaded is reused; otherwise it is loaded only if something needs embedding.
-    backend = resolve_backend(settings.backend, settings.model_path,
-                              None if rebuild else _recorded_backend(settings.index_dir))
+    backend, reason = explain_backend(settings, None if rebuild else _recorded_backend(settings.index_dir))
     with _embedders_lock:
         embedder = _embedders.get((settings.model_path, backend))
-    return index_paths(roots, settings, embedder=embedder, progress=progress, rebuild=rebuild, wait=wait)
+    return index_paths(roots, settings, embedder=embedder, progress=progress, rebuild=rebuild, wait=wait,
+                       backend_reason=reason)
 
 
 def _recorded_backend(path: Path) -> str | None:
@@ -120,6 +121,12 @@ class Retriever:
     @property
     def searcher(self) -> Searcher:
         return self._snapshot.searcher
+
+    def warm(self) -> None:
+        """Get the model ready for a stream of questions (a server at start): about a second, once."""
+        warm = getattr(self.searcher.embedder, "warm", None)
+        if warm is not None:
+            warm()
 
     def refresh(self) -> Snapshot:
         """Pick up a newer index written by another process or thread, if there is one; the current version."""

@@ -75,6 +75,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                           "failed": [{"source": f.source, "reason": f.reason} for f in report.failed],
                           "skipped": [{"source": f.source, "reason": f.reason} for f in report.skipped],
                           "chunks_embedded": report.chunks_embedded, "total_chunks": report.total_chunks,
+                          "backend": report.backend, "backend_reason": report.backend_reason,
                           "seconds": round(report.seconds, 3)}, ensure_ascii=False))
     else:
         print(f"index {report.index_dir}: {report.describe()}")

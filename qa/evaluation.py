@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qa.api import Retriever, build_index
-from qa.embedding import resolve_backend
+from qa.backends import resolve_backend
 from qa.config import Settings, home
 from qa.errors import InputPathError
 
@@ -117,7 +117,7 @@ def prepare(folder: Path, dataset: Dataset, settings: Settings, max_docs: int | 
             progress: Callable[[str, int, int], None] | None = None) -> tuple[Retriever, dict[str, object]]:
     """Index the dataset's corpus (once: kept in `cache`, keyed by the corpus and the index settings)."""
     key = hashlib.sha1(json.dumps([str(folder.resolve()), len(dataset.corpus), max_docs, settings.chunk_settings(),
-                                   settings.model_name, resolve_backend(settings.backend, settings.model_path)]
+                                   settings.model_name, resolve_backend(settings)]
                                   ).encode()).hexdigest()[:12]
     work = cache / f"{folder.name}-{key}"  # kept: a second run embeds nothing
     write_corpus(dataset, work / "corpus")

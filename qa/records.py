@@ -150,6 +150,8 @@ class IndexReport:
     total_chunks: int = 0
     seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    backend: str = ""  # the embedding backend and why it was used (measured, kept from the index, or set)
+    backend_reason: str = ""
 
     @property
     def wrote(self) -> bool:
@@ -160,6 +162,8 @@ class IndexReport:
         lines = [f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed, "
                  f"{len(self.unchanged)} unchanged, {len(self.failed)} failed; {self.chunks_embedded} chunks "
                  f"embedded, {self.total_chunks} in the index ({self.seconds:.1f} s)"]
+        if self.backend and self.chunks_embedded:
+            lines.append(f"  embedded with {self.backend}" + (f": {self.backend_reason}" if self.backend_reason else ""))
         lines += [f"  failed: {f.source}: {f.reason}" for f in self.failed]
         lines += [f"  note: {f.source}: {f.reason}" for f in self.notes]
         lines += [f"  skipped: {f.source}: {f.reason}" for f in self.skipped[:max_skipped]]

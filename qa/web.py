@@ -287,6 +287,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, *,
     """Bring the index up to date with the corpus folder, then serve the chat. Returns (app, local URL)."""
     report = prepare_index(settings, progress)
     retriever = Retriever(settings.index_dir, settings=settings)
+    retriever.warm()
     demo = build_app(retriever, settings, report)
     demo.queue(default_concurrency_limit=8)
     _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,

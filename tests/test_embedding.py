@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.embedding import load_embedder, pool_spans
+from qa.backends import load_embedder
+from qa.embedding import pool_spans
 from qa.errors import IndexMismatchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +75,10 @@ def test_int8_backend_answers_the_seed_questions_like_torch(seed_index, settings
     torch_settings = settings.with_(index_dir=tmp_path / "torch", backend="torch")
     build_index([corpus], settings=torch_settings)
     fast = Retriever(seed_index, settings=settings.with_(index_dir=seed_index))
-    assert fast.data.manifest.model["backend"] == "openvino-int8"
+    if fast.data.manifest.model["backend"] != "openvino-int8":  # auto chose another backend on this CPU
+        int8_settings = settings.with_(index_dir=tmp_path / "int8", backend="openvino-int8")
+        build_index([corpus], settings=int8_settings)
+        fast = Retriever(int8_settings.index_dir, settings=int8_settings)
     slow = Retriever(torch_settings.index_dir, settings=torch_settings)
     same = sum(fast.retrieve(c["question"])[0].start == slow.retrieve(c["question"])[0].start for c in QUESTIONS)
     assert same >= len(QUESTIONS) - 1
@@ -97,7 +101,60 @@ def test_backend_is_recorded_and_never_mixed(tmp_path, settings):
         build_index([corpus], settings=settings.with_(index_dir=index, backend="openvino-int8"))
     report = build_index([corpus], settings=settings.with_(index_dir=index, backend="openvino-int8"), rebuild=True)
     assert report.chunks_embedded == report.total_chunks
-    assert json.loads((index / "manifest.json").read_text())["model"]["backend"] == "openvino-int8"
+    model = json.loads((index / "manifest.json").read_text())["model"]
+    assert model["backend"] == report.backend == "openvino-int8"
+    assert model["backend_reason"] == report.backend_reason == "chosen by QA_BACKEND / --backend"
+
+
+def test_one_question_on_a_fixed_shape_gets_the_vector_of_the_dynamic_model(embedders):
+    from qa.openvino_embedder import QUESTION_BUCKETS
+
+    questions = ["Who?", "What does the Taiwan External Trade Development Council do for its exporters abroad?",
+                 " ".join(["trade"] * 40) + "?", " ".join(["trade"] * 90) + "?"]
+    for backend in ("openvino", "openvino-int8"):
+        model = embedders[backend]
+        model.encode(["a first question, on the dynamic model"])
+        single = np.vstack([model.encode([q]) for q in questions])
+        lengths = [len(model.tokenizer.encode(q).ids) for q in questions]
+        assert [n > 64 for n in lengths] == [False, False, False, True] and len(set(lengths)) == 4
+        assert set(model._fixed) == {min(b for b in QUESTION_BUCKETS if b >= n) for n in lengths if n <= 64}
+        batch = model.encode(questions)  # one padded batch: the dynamic model
+        # The shape a question runs on never changes its vector: padding is masked out (precision pinned to f32).
+        assert (single * batch).sum(axis=1).min() >= 0.999, backend
+        if backend == "openvino":
+            assert (single * embedders["torch"].encode(questions)).sum(axis=1).min() >= 0.9999
+
+
+def test_auto_measures_the_backends_once_and_keeps_the_fastest_that_agrees(settings, tmp_path):
+    from qa.backends import choose_backend
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "openvino").symlink_to(settings.cache_dir / "openvino")  # the built models: not rebuilt here
+    choice = choose_backend(settings.model_path, settings.model_name, cache)
+    trials = {t.backend: t for t in choice.trials}
+    assert {"torch", "openvino", "openvino-int8"} <= set(trials) and trials["torch"].min_cosine == 1.0
+    chosen = trials[choice.backend]
+    assert chosen.min_cosine >= 0.98 and not chosen.error
+    assert chosen.chunks_per_s >= 0.85 * max(t.chunks_per_s for t in trials.values() if t.min_cosine >= 0.98)
+    assert all(t.chunks_per_s > 0 and t.question_ms > 0 for t in trials.values() if not t.error)
+    assert "avx2" in choice.machine["isa"] or choice.machine["arch"] != "x86_64"
+    assert choice.backend in choice.reason.split(":")[0] or "measured on this CPU" in choice.reason
+    again = choose_backend(settings.model_path, settings.model_name, cache)  # from the cache: nothing timed
+    assert again == choice and len(list((cache / "backend-choice").glob("*.json"))) == 1
+
+
+def test_the_rule_keeps_only_agreeing_backends_and_breaks_near_ties_on_question_time():
+    from qa.backends import Trial, decide
+
+    torch = Trial("torch", 20.0, 12.0, 1.0)
+    assert decide([torch, Trial("openvino-int8", 90.0, 3.0, 0.90), Trial("openvino", 30.0, 6.0, 1.0)])[0] == "openvino"
+    assert decide([torch, Trial("openvino-int8", 70.0, 3.0, 0.99), Trial("openvino-bf16", 75.0, 4.5, 1.0)])[0] \
+        == "openvino-int8"  # within 15% of the fastest, and quicker to answer
+    assert decide([torch, Trial("openvino-int8", 50.0, 3.0, 0.99), Trial("openvino-bf16", 75.0, 4.5, 1.0)])[0] \
+        == "openvino-bf16"
+    assert decide([torch, Trial("openvino-bf16", error="cannot compile")])[0] == "torch"
+    assert decide([Trial("torch", error="broken"), Trial("openvino", 30.0, 6.0, 0.5)])[0] == "torch"
 
 
 def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_path, fake_embedder):
@@ -139,12 +196,14 @@ def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_pa
 THREADS, ROUNDS = 24, 12
 
 
-def test_torch_backend_is_safe_across_threads(embedders):
+@pytest.mark.parametrize("backend", ["torch", "openvino-int8"])
+def test_backends_are_safe_across_threads(embedders, backend):
     # The web chat encodes from several threads at once. Mixed lengths, some past the model's 256 tokens so that
-    # truncation is exercised, from many threads: every call must succeed and give what it gives alone.
+    # truncation is exercised, from many threads: every call must succeed and give what it gives alone. On
+    # OpenVINO, single texts also compile their fixed-shape models while other threads use them.
     import threading
 
-    model = embedders["torch"]
+    model = embedders[backend]
     texts = [("word " * n).strip() + f" number {n}." for n in (1, 7, 30, 120, 400, 3, 60, 300)]
     expected = [model.encode([t])[0] for t in texts]
     errors: list[BaseException] = []
@@ -176,10 +235,10 @@ def test_loading_a_model_sets_no_environment_variables(settings, monkeypatch):
     for name in ("TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
         monkeypatch.delenv(name, raising=False)
     before = set(os.environ), set(sys.modules)
-    from qa.embedding import _calibration_texts
+    from qa.openvino_embedder import calibration_texts
 
-    texts = _calibration_texts(300)
-    assert len(texts) == 300 and len(set(texts)) == 300 and texts == _calibration_texts(300)
+    texts = calibration_texts(300)
+    assert len(texts) == 300 and len(set(texts)) == 300 and texts == calibration_texts(300)
     load_embedder(settings.model_path, backend="openvino-int8", cache_dir=settings.cache_dir)
     assert set(os.environ) == before[0]
     # The calibration text is read from the package, not gathered by importing the standard library.

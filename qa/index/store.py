@@ -123,7 +123,7 @@ def check_compatible(manifest: Manifest, model: dict[str, object], settings: dic
     """Refuse an index whose vectors or chunks were made differently: mixing them would give wrong answers."""
     for label, stored_all, wanted in (("model", manifest.model, model), ("chunk settings", manifest.settings, settings)):
         stored = {key: stored_all.get(key) for key in wanted}
-        if stored != wanted or set(stored_all) - set(wanted) - {"dim"}:
+        if stored != wanted or set(stored_all) - set(wanted) - {"dim", "backend_reason"}:
             raise IndexMismatchError(f"the index at {path} was built with {label} {json.dumps(stored)}, not "
                                      f"{json.dumps(wanted)}: rebuild it with `qa index --rebuild --index {path}`")
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from qa.chunking import Chunker
 from qa.config import Settings
-from qa.embedding import Embedder, load_embedder, resolve_backend
+from qa.backends import explain_backend, load_embedder, resolve_backend
+from qa.embedding import Embedder
 from qa.errors import EmptyCorpusError, UnreadableFileError
 from qa.loaders import (SUPPORTED_EXTENSIONS, SourceFile, discover, extractor, file_sha256, load, reading,
                         stream_text, streams)
@@ -29,13 +30,13 @@ def model_info(settings: Settings, embedder: Embedder | None = None, recorded: M
     """What the manifest records about the model; with no embedder, the backend `settings` resolve to."""
     if embedder is not None:
         return {"name": embedder.name, "backend": embedder.backend}
-    backend = resolve_backend(settings.backend, settings.model_path,
-                              str(recorded.model.get("backend")) if recorded else None)
+    backend = resolve_backend(settings, str(recorded.model.get("backend")) if recorded else None)
     return {"name": settings.model_name, "backend": backend}
 
 
 def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | None = None,
-                progress: IndexProgress | None = None, rebuild: bool = False, wait: float = 0.0) -> IndexReport:
+                progress: IndexProgress | None = None, rebuild: bool = False, wait: float = 0.0,
+                backend_reason: str = "") -> IndexReport:
     """Index `paths` (files or folders) into `settings.index_dir`. The index then holds exactly these files."""
     began = time.perf_counter()
     path = settings.index_dir
@@ -49,6 +50,10 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
     try:
         old = None if rebuild else read_manifest(path)
         wanted = model_info(settings, embedder, old)
+        # Why this backend, kept while the index keeps it: the measured choice outlives the runs that reuse it.
+        reason = str(old.model.get("backend_reason", "")) if old and old.model.get("backend") == wanted["backend"] else ""
+        if not reason:
+            reason = backend_reason or (explain_backend(settings)[1] if embedder is None else "")
         if old is not None:
             check_compatible(old, wanted, settings.chunk_settings(), path)
         old_data = read_index(path, searchable=False) if old is not None else None
@@ -97,7 +102,8 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         bm25_changed = old is not None and old.bm25 != settings.bm25_settings()
         if old is not None and not (added or changed or removed or bm25_changed or reused):
             return IndexReport(str(path), unchanged=tuple(unchanged), failed=tuple(failed), skipped=tuple(skipped),
-                               total_chunks=old.chunk_count, seconds=time.perf_counter() - began)
+                               total_chunks=old.chunk_count, seconds=time.perf_counter() - began,
+                               backend=str(wanted["backend"]), backend_reason=reason)
         if not entries:
             raise EmptyCorpusError(f"none of the files in {', '.join(map(str, paths))} could be read: "
                                    "see the reasons above; the existing index is unchanged")
@@ -110,7 +116,8 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         dim = embedder.dim if embedder else int(old.model.get("dim", 0)) if old else 0
         manifest = Manifest(
             generation=writer.gen,
-            model={**(model_info(settings, embedder) if embedder else wanted), "dim": dim},
+            model={**(model_info(settings, embedder) if embedder else wanted), "dim": dim,
+                   **({"backend_reason": reason} if reason else {})},
             settings=settings.chunk_settings(),
             bm25=settings.bm25_settings(),
             files=entries,
@@ -121,7 +128,8 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         writer = None
         return IndexReport(str(path), tuple(added), tuple(changed), tuple(removed), tuple(unchanged), tuple(failed),
                            tuple(skipped), tuple(notes), new_chunks, manifest.chunk_count,
-                           time.perf_counter() - began, {"embed_seconds": embedding.seconds})
+                           time.perf_counter() - began, {"embed_seconds": embedding.seconds},
+                           str(manifest.model["backend"]), reason)
     finally:
         if embedding is not None:
             embedding.close()
