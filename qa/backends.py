@@ -30,7 +30,8 @@ TRIAL_SECONDS = 6.0  # time spent embedding chunks per backend, at most (a slow 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
              "asimd", "sve")
 # Variables that cap the kernels libraries may use (they change the timings as much as the CPU does).
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "FAISS_OPT_LEVEL",
+            "OPENBLAS_CORETYPE")
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def _trial(backend: str, model_path: str, name: str, cache_dir: Path, chunks: li
         times.append((time.perf_counter() - t) * 1000)
     cosine = 1.0
     if reference is not None:
-        cosine = float(min((done * reference[0][: len(done)]).sum(axis=1).min(), (asked * reference[1]).sum(axis=1).min()))
+        cosine = float(min((done * reference[0][: len(done)]).sum(axis=1).min(),
+                           (asked * reference[1]).sum(axis=1).min()))
     return Trial(backend, round(len(done) / spent, 1), round(float(np.median(times)), 2), round(cosine, 4),
                  round(load, 2)), (done, asked)
 

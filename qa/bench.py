@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from qa.api import shared_embedder
+from qa.backends import choose_backend, explain_backend, machine
 from qa.citations import cite
 from qa.config import PROJECT_DIR, Settings
 from qa.evaluation import Dataset, load_beir, p50_p95, write_corpus
 from qa.index.sync import index_paths
 from qa.records import Chunk
-from qa.retrieval import Searcher
+from qa.retrieval import Searcher, clean_question
 from qa.index.dense import DenseIndex
 from qa.index.keyword import KeywordIndex, bm25_tokenize
 from qa.index.store import IndexData, read_index
@@ -45,10 +46,16 @@ class _Tiled(Sequence):
 
 
 def _machine() -> dict[str, object]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(memory, 1), "python": platform.python_version()}
+    return {**machine(), "memory_gib": round(memory, 1), "python": platform.python_version()}
+
+
+def backend_choice(settings: Settings) -> dict[str, object]:
+    """The backend a new index gets here and why; with "auto", every backend's measured timings."""
+    backend, reason = explain_backend(settings)
+    if settings.backend == "auto" and reason.startswith("measured"):
+        return choose_backend(settings.model_path, settings.model_name, settings.cache_dir).to_dict()
+    return {"backend": backend, "reason": reason, "trials": []}
 
 
 def _files(dataset: Dataset, folder: Path, count: int) -> Path:
@@ -140,6 +147,12 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
             [cite(h) for h in searcher.ask(q).hits]
             latencies.append((time.perf_counter() - t) * 1000)
         p50, p95 = p50_p95(latencies)
+        alone = []
+        for q in questions:
+            t = time.perf_counter()
+            embedder.encode([clean_question(q, settings.max_question_chars)])
+            alone.append((time.perf_counter() - t) * 1000)
+        embed50, embed95 = p50_p95(alone)
         queries = embedder.encode(questions)
         exact = DenseIndex.build(data.vectors, exact_limit=len(data.vectors))
         _, truth = exact.search(queries, 10)
@@ -147,7 +160,8 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
         recall = float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)]))
         out.append({"chunks": size, "vectors": "real" if size <= len(base.chunks) else "synthetic",
                     "dense_index": "hnsw" if DenseIndex.approximate(size) else "exact", "build_s": round(build, 1),
-                    "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
+                    "p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "question_embed_p50_ms": round(embed50, 2),
+                    "question_embed_p95_ms": round(embed95, 2),
                     "recall_at_10_vs_exact": round(recall, 4)})
         say(f"query: {out[-1]}")
     return out
@@ -180,6 +194,8 @@ def bench(data: Path | None, settings: Settings, files: int = 1000, sizes: tuple
     dataset = load_beir(folder, "test")
     questions = list(dataset.queries.values())
     result: dict[str, object] = {"machine": _machine(), "data": folder.name}
+    say("backend: measuring the embedding backends this CPU runs (once per machine; cached)")
+    result["backend_choice"] = backend_choice(settings)
     with tempfile.TemporaryDirectory(prefix="qa-bench-") as temp:
         work = Path(temp)
         result["ingest"] = ingest(dataset, work, settings, files, say)
@@ -204,7 +220,11 @@ def bench(data: Path | None, settings: Settings, files: int = 1000, sizes: tuple
 
 def to_text(result: dict) -> str:
     m, i, s = result["machine"], result["ingest"], result["startup"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}",
+    c = result["backend_choice"]
+    caps = "".join(f", {k}={v}" for k, v in m["caps"].items())
+    lines = [f"machine: {m['cpu']} (family/model {m['family_model']}, {m['arch']}), {m['cores']} cores, "
+             f"{m['memory_gib']} GiB, Python {m['python']}; ISA {' '.join(m['isa'])}{caps}",
+             f"backend: {c['backend']}: {c['reason']}",
              f"ingest ({i['files']} {result['data']} files, {i['chunks']} chunks, backend {i['backend']}): "
              f"{i['pipeline_chunks_per_s']} chunks/s for the whole pipeline vs {i['stock_chunks_per_s']} for stock "
              f"torch encode = {i['ratio']}x; time not spent embedding {i['non_embedding_share']:.1%}",
@@ -213,7 +233,8 @@ def to_text(result: dict) -> str:
              f"start-up to first answer: {s['seconds_to_first_answer']} s, peak RSS {s['peak_rss_mib']} MiB"]
     for q in result["query"]:
         lines.append(f"retrieve() at {q['chunks']:>9,} chunks ({q['vectors']}, {q['dense_index']}): "
-                     f"p50 {q['p50_ms']} ms, p95 {q['p95_ms']} ms, recall@10 vs exact {q['recall_at_10_vs_exact']}")
+                     f"p50 {q['p50_ms']} ms, p95 {q['p95_ms']} ms, recall@10 vs exact {q['recall_at_10_vs_exact']}; "
+                     f"embedding the question alone p50 {q['question_embed_p50_ms']} ms")
     return "\n".join(lines)
 
 

@@ -88,8 +88,9 @@ class OpenVINOEmbedder(_Batched):
         try:
             self.compiled = self._core.compile_model(str(self._xml), "CPU", self._config)
         except RuntimeError as exc:  # e.g. bf16 asked of a CPU without it
-            raise ModelError(f"OpenVINO cannot run the {backend} model on this CPU ({str(exc).strip().splitlines()[-1]}):"
-                             " set QA_BACKEND=auto or openvino") from None
+            detail = str(exc).strip().splitlines()[-1]
+            raise ModelError(f"OpenVINO cannot run the {backend} model on this CPU ({detail}): "
+                             "set QA_BACKEND=auto or openvino") from None
         self.dim = int(self.compiled.output("last_hidden_state").get_partial_shape()[2].get_length())
         self._fixed: dict[int, object] = {}  # bucket -> compiled model, made on first use
         self._fixed_lock = threading.Lock()

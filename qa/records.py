@@ -163,7 +163,8 @@ class IndexReport:
                  f"{len(self.unchanged)} unchanged, {len(self.failed)} failed; {self.chunks_embedded} chunks "
                  f"embedded, {self.total_chunks} in the index ({self.seconds:.1f} s)"]
         if self.backend and self.chunks_embedded:
-            lines.append(f"  embedded with {self.backend}" + (f": {self.backend_reason}" if self.backend_reason else ""))
+            why = f": {self.backend_reason}" if self.backend_reason else ""
+            lines.append(f"  embedded with {self.backend}{why}")
         lines += [f"  failed: {f.source}: {f.reason}" for f in self.failed]
         lines += [f"  note: {f.source}: {f.reason}" for f in self.notes]
         lines += [f"  skipped: {f.source}: {f.reason}" for f in self.skipped[:max_skipped]]

@@ -21,3 +21,11 @@ def test_bench_runs_on_a_small_slice():
     assert result["ingest"]["files"] == 20 and result["ingest"]["chunks"] > 0
     (size,) = result["query"]
     assert size["chunks"] == 600 and size["p50_ms"] > 0 and size["recall_at_10_vs_exact"] == 1.0  # exact search
+    assert 0 < size["question_embed_p50_ms"] < size["p50_ms"]
+    # Figures name the machine and the backend choice, with the timings it was made on.
+    assert result["machine"]["cpu"] and result["machine"]["cores"] >= 1 and "isa" in result["machine"]
+    choice = result["backend_choice"]
+    assert choice["backend"] == result["ingest"]["backend"] and choice["reason"]
+    if choice["trials"]:
+        timed = {t["backend"]: t for t in choice["trials"] if not t["error"]}
+        assert choice["backend"] in timed and all(t["chunks_per_s"] > 0 for t in timed.values())

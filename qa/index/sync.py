@@ -51,9 +51,10 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         old = None if rebuild else read_manifest(path)
         wanted = model_info(settings, embedder, old)
         # Why this backend, kept while the index keeps it: the measured choice outlives the runs that reuse it.
-        reason = str(old.model.get("backend_reason", "")) if old and old.model.get("backend") == wanted["backend"] else ""
-        if not reason:
-            reason = backend_reason or (explain_backend(settings)[1] if embedder is None else "")
+        same = old is not None and old.model.get("backend") == wanted["backend"]
+        why = str(old.model.get("backend_reason", "")) if same else ""
+        if not why:
+            why = backend_reason or (explain_backend(settings)[1] if embedder is None else "")
         if old is not None:
             check_compatible(old, wanted, settings.chunk_settings(), path)
         old_data = read_index(path, searchable=False) if old is not None else None
@@ -103,7 +104,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         if old is not None and not (added or changed or removed or bm25_changed or reused):
             return IndexReport(str(path), unchanged=tuple(unchanged), failed=tuple(failed), skipped=tuple(skipped),
                                total_chunks=old.chunk_count, seconds=time.perf_counter() - began,
-                               backend=str(wanted["backend"]), backend_reason=reason)
+                               backend=str(wanted["backend"]), backend_reason=why)
         if not entries:
             raise EmptyCorpusError(f"none of the files in {', '.join(map(str, paths))} could be read: "
                                    "see the reasons above; the existing index is unchanged")
@@ -117,7 +118,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         manifest = Manifest(
             generation=writer.gen,
             model={**(model_info(settings, embedder) if embedder else wanted), "dim": dim,
-                   **({"backend_reason": reason} if reason else {})},
+                   **({"backend_reason": why} if why else {})},
             settings=settings.chunk_settings(),
             bm25=settings.bm25_settings(),
             files=entries,
@@ -129,7 +130,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         return IndexReport(str(path), tuple(added), tuple(changed), tuple(removed), tuple(unchanged), tuple(failed),
                            tuple(skipped), tuple(notes), new_chunks, manifest.chunk_count,
                            time.perf_counter() - began, {"embed_seconds": embedding.seconds},
-                           str(manifest.model["backend"]), reason)
+                           str(manifest.model["backend"]), why)
     finally:
         if embedding is not None:
             embedding.close()
