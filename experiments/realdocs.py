@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa.api import Retriever, build_index, shared_embedder  # noqa: E402
+from qa.backends import machine  # noqa: E402
 from qa.config import Settings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "realdocs"
@@ -171,6 +172,9 @@ def main() -> None:
             "pdf_pages": pages,
             "ingest_pages_per_s": round(pages / ingest_s, 1),
             "ingest_chunks_per_s": round(report.total_chunks / ingest_s, 1),
+            "backend": report.backend,
+            # The share of the ingest the model was not embedding (reading, parsing and chunking it waited for).
+            "non_embedding_share": round(1 - float(report.extra.get("embed_seconds", 0.0)) / ingest_s, 3),
             "residue": residue(retriever),
             "questions": ask(retriever, questions),
         }
@@ -184,7 +188,8 @@ def main() -> None:
     print(f"files {result['files']}: indexed {result['indexed']}, failed {len(result['failed'])}; "
           f"{result['chunks']} chunks in {result['ingest_seconds']} s "
           f"({result['ingest_chunks_per_s']} chunks/s; {result['pdf_pages']} PDF pages, "
-          f"{result['ingest_pages_per_s']} pages/s of the whole ingest)")
+          f"{result['ingest_pages_per_s']} pages/s of the whole ingest; {result['backend']}, "
+          f"{result['non_embedding_share']:.1%} of it not embedding)")
     for f in result["failed"]:
         print(f"  failed: {f['source']}: {f['reason']}")
     for f in result["notes"]:
@@ -203,14 +208,9 @@ def main() -> None:
 
 
 def _cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    name = re.search(r"model name\s*:\s*(.*)", info)
-    flags = set((re.search(r"flags\s*:\s*(.*)", info) or re.search("", "")).group(1).split()) if "flags" in info else set()
-    isa = "AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name.group(1) if name else 'unknown'} ({isa})"
+    m = machine()
+    caps = "".join(f", {k}={v}" for k, v in m["caps"].items())
+    return f"{m['cpu']} (family/model {m['family_model']}; {' '.join(m['isa'])}{caps}), {m['cores']} cores"
 
 
 if __name__ == "__main__":

@@ -193,6 +193,21 @@ def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_pa
     assert np.allclose(data.dense.search(query, 5)[0], flat.search(query, 5)[0], atol=1e-5)
 
 
+def test_one_question_on_an_exact_index_gets_what_faiss_gets():
+    from qa.index.dense import DenseIndex
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    dense = DenseIndex.build(vectors)
+    for row in range(25):
+        query = vectors[row : row + 1] + rng.normal(0, 0.05, (1, 64)).astype(np.float32)
+        scores, rows = dense.search(query, 50)  # numpy: one matrix-vector product
+        want_scores, want_rows = dense.index.search(query, 50)  # FAISS itself
+        assert np.array_equal(rows, want_rows) and np.allclose(scores, want_scores, atol=1e-5)
+    assert dense.search(vectors[:1], 5000)[1].shape == (1, 5000)  # more than there are: FAISS pads with -1
+
+
 THREADS, ROUNDS = 24, 12
 
 

