@@ -68,11 +68,11 @@ def build_index(paths: list[str | Path] | None = None, index: str | Path | None 
     settings = _settings(settings, index)
     roots = [Path(p) for p in paths] if paths else [settings.corpus_dir]
     # A model this process already loaded is reused; otherwise it is loaded only if something needs embedding.
-    backend, reason = explain_backend(settings, None if rebuild else _recorded_backend(settings.index_dir))
+    choice = explain_backend(settings, None if rebuild else _recorded_backend(settings.index_dir))
     with _embedders_lock:
-        embedder = _embedders.get((settings.model_path, backend))
+        embedder = _embedders.get((settings.model_path, choice.backend))
     return index_paths(roots, settings, embedder=embedder, progress=progress, rebuild=rebuild, wait=wait,
-                       backend_reason=reason)
+                       backend_reason=choice.reason)
 
 
 def _recorded_backend(path: Path) -> str | None:

@@ -48,6 +48,8 @@ class Trial:
 
 @dataclass(frozen=True)
 class Choice:
+    """The backend to use and why; `machine` and `trials` are filled when it was measured."""
+
     backend: str
     reason: str
     machine: dict
@@ -191,31 +193,31 @@ def choose_backend(model_path: str, name: str, cache_dir: Path) -> Choice:
 def resolve_backend(settings: Settings, recorded: str | None = None) -> str:
     """The backend to use. "auto" keeps an existing index's backend (its vector space), else takes the one
     measured fastest on this machine."""
-    return explain_backend(settings, recorded)[0]
+    return explain_backend(settings, recorded).backend
 
 
-def explain_backend(settings: Settings, recorded: str | None = None) -> tuple[str, str]:
-    """The backend to use and why, in words for `qa index` and the manifest."""
+def explain_backend(settings: Settings, recorded: str | None = None) -> Choice:
+    """The backend to use and why, in words for `qa index` and the manifest; with the trials when measured."""
     return _explain(settings.backend, settings.model_path, recorded, settings.cache_dir, settings.model_name)
 
 
-def _explain(requested: str, model_path: str, recorded: str | None, cache_dir: Path, name: str) -> tuple[str, str]:
+def _explain(requested: str, model_path: str, recorded: str | None, cache_dir: Path, name: str) -> Choice:
     if requested not in BACKENDS:
         raise ModelError(f"unknown backend '{requested}': use one of {', '.join(BACKENDS)}")
     if requested != "auto":
-        return requested, "chosen by QA_BACKEND / --backend"
+        return Choice(requested, "chosen by QA_BACKEND / --backend", {}, ())
     if recorded in BACKENDS[1:] and (recorded == "torch" or openvino_usable(model_path)):
-        return str(recorded), "kept from the existing index: its vectors were made with it"
+        return Choice(str(recorded), "kept from the existing index: its vectors were made with it", {}, ())
     if not openvino_usable(model_path):
-        return "torch", "OpenVINO is not installed (or the model is not mean-pooled): torch is the only backend"
-    choice = choose_backend(model_path, name, cache_dir)
-    return choice.backend, choice.reason
+        return Choice("torch", "OpenVINO is not installed (or the model is not mean-pooled): torch is the only "
+                      "backend", {}, ())
+    return choose_backend(model_path, name, cache_dir)
 
 
 def load_embedder(model_path: str, name: str = "all-MiniLM-L6-v2", backend: str = "auto",
                   cache_dir: Path | None = None) -> Embedder:
     cache_dir = cache_dir or Settings().cache_dir
-    backend = _explain(backend, model_path, None, cache_dir, name)[0]
+    backend = _explain(backend, model_path, None, cache_dir, name).backend
     if backend == "torch":
         return SentenceTransformerEmbedder(model_path, name)
     return OpenVINOEmbedder(model_path, name, cache_dir, backend)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qa.api import shared_embedder
-from qa.backends import choose_backend, explain_backend, machine
+from qa.backends import explain_backend, machine
 from qa.citations import cite
 from qa.config import PROJECT_DIR, Settings
 from qa.evaluation import Dataset, load_beir, p50_p95, write_corpus
@@ -52,10 +52,7 @@ def _machine() -> dict[str, object]:
 
 def backend_choice(settings: Settings) -> dict[str, object]:
     """The backend a new index gets here and why; with "auto", every backend's measured timings."""
-    backend, reason = explain_backend(settings)
-    if settings.backend == "auto" and reason.startswith("measured"):
-        return choose_backend(settings.model_path, settings.model_name, settings.cache_dir).to_dict()
-    return {"backend": backend, "reason": reason, "trials": []}
+    return explain_backend(settings).to_dict()
 
 
 def _files(dataset: Dataset, folder: Path, count: int) -> Path:

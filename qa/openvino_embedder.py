@@ -170,21 +170,20 @@ class OpenVINOEmbedder(_Batched):
             self._singles += 1
             if not bucket or (bucket not in self._fixed and self._singles < 2):
                 return 0, self.compiled
-            if bucket not in self._fixed:
-                self._fixed[bucket] = self._compile_fixed(bucket)
-            return bucket, self._fixed[bucket]
+            return bucket, self._fixed_model(bucket)
 
-    def _compile_fixed(self, bucket: int):  # -> openvino.CompiledModel
-        model = self._core.read_model(str(self._xml))
-        model.reshape({port.get_any_name(): [1, bucket] for port in model.inputs})
-        return self._core.compile_model(model, "CPU", self._config)
+    def _fixed_model(self, bucket: int):  # -> openvino.CompiledModel; the caller holds _fixed_lock
+        if bucket not in self._fixed:
+            model = self._core.read_model(str(self._xml))
+            model.reshape({port.get_any_name(): [1, bucket] for port in model.inputs})
+            self._fixed[bucket] = self._core.compile_model(model, "CPU", self._config)
+        return self._fixed[bucket]
 
     def warm(self) -> None:
         """Compile every question shape now (about a second), for a server about to take questions."""
         with self._fixed_lock:
             for bucket in QUESTION_BUCKETS:
-                if bucket not in self._fixed:
-                    self._fixed[bucket] = self._compile_fixed(bucket)
+                self._fixed_model(bucket)
 
     def _request(self, key: int, compiled):  # -> openvino.InferRequest
         requests = getattr(self._local, "requests", None)

@@ -86,6 +86,7 @@ def test_int8_backend_answers_the_seed_questions_like_torch(seed_index, settings
 
 def test_backend_is_recorded_and_never_mixed(tmp_path, settings):
     from qa.api import Retriever, build_index
+    from qa.index.sync import index_paths
 
     corpus = tmp_path / "corpus"
     shutil.copytree(ROOT / "corpus", corpus)
@@ -94,6 +95,15 @@ def test_backend_is_recorded_and_never_mixed(tmp_path, settings):
     assert json.loads((index / "manifest.json").read_text())["model"]["backend"] == "torch"
     # "auto" keeps the index's backend, so questions are embedded the way its passages were.
     assert Retriever(index, settings=settings.with_(index_dir=index)).searcher.embedder.backend == "torch"
+    # An index from before reasons were recorded, brought up to date under auto: the reason given is the one that
+    # applies (its backend kept), not the one a new index would get.
+    manifest = json.loads((index / "manifest.json").read_text())
+    del manifest["model"]["backend_reason"]
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    (corpus / "extra.txt").write_text("Ceramic tiles are among the goods Taiwan sells to Japan.")
+    report = index_paths([corpus], settings.with_(index_dir=index))
+    assert report.backend == "torch" and report.backend_reason.startswith("kept from the existing index")
+    (corpus / "extra.txt").unlink()
     with pytest.raises(IndexMismatchError, match="rebuild"):
         Retriever(index, settings=settings.with_(index_dir=index, backend="openvino-int8"))
     (corpus / "more.txt").write_text("A new document about ceramic tiles and their export.")

@@ -52,9 +52,9 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         wanted = model_info(settings, embedder, old)
         # Why this backend, kept while the index keeps it: the measured choice outlives the runs that reuse it.
         same = old is not None and old.model.get("backend") == wanted["backend"]
-        why = str(old.model.get("backend_reason", "")) if same else ""
-        if not why:
-            why = backend_reason or (explain_backend(settings)[1] if embedder is None else "")
+        why = (str(old.model.get("backend_reason", "")) if same else "") or backend_reason
+        if not why and embedder is None:  # asked with the index's backend: a kept one is explained as kept
+            why = explain_backend(settings, str(old.model.get("backend")) if old else None).reason
         if old is not None:
             check_compatible(old, wanted, settings.chunk_settings(), path)
         old_data = read_index(path, searchable=False) if old is not None else None
