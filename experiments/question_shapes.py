@@ -1,5 +1,7 @@
 """One question at a time through OpenVINO: first-seen shapes against padded ones, and what padding does to the
 vectors (int8 and fp32), for issue #17's per-question latency. Prints p50/p95 ms and cosine percentiles.
+Since #17 one question runs on a fixed-shape model from a process's second question on, so "first-seen shapes"
+measures what a user gets now, and the padded run pads again before the fixed shape.
 
 Usage: .venv/bin/python experiments/question_shapes.py   (reads SciFact and SQuAD questions from ../shared)
 """

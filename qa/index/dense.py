@@ -57,8 +57,8 @@ class DenseIndex:
 
     def _exact_one(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One question against an exact index: one matrix-vector product and a partial sort. FAISS's flat
-        search takes 2-3x longer for a single query (1.2 against 0.5 ms at 10,000 rows, 7.3 against 2.3 at
-        50,000; 2 cores), most of it starting threads."""
+        search takes 2-3x longer for a single query (0.96 against 0.40 ms at 10,000 rows, 4.64 against 1.63 at
+        50,000; 2 cores, experiments/openvino_probe.py)."""
         if self._rows is None:
             import faiss
 
