@@ -14,7 +14,8 @@ from qa.errors import IndexChangedError, IndexMissingError, QAError
 from qa.index.sync import IndexProgress, index_paths, model_info
 from qa.records import IndexReport, Passage, Quote
 from qa.retrieval import Searcher
-from qa.index.store import MANIFEST, IndexData, check_compatible, read_index, read_manifest
+from qa.index.protocol import IndexReader
+from qa.index.store import MANIFEST, check_compatible, read_index, read_manifest
 
 _embedders: dict[tuple[str, str], Embedder] = {}
 _embedders_lock = threading.Lock()
@@ -36,7 +37,7 @@ class Snapshot:
     """One committed version of an index, loaded, with the searcher over it: replaced whole, in one assignment,
     when another version is committed, so that a reader never sees the data of one and the searcher of another."""
 
-    data: IndexData
+    data: IndexReader
     searcher: Searcher
     stamp: tuple[int, int]
 
@@ -68,19 +69,36 @@ def build_index(paths: list[str | Path] | None = None, index: str | Path | None 
     settings = _settings(settings, index)
     roots = [Path(p) for p in paths] if paths else [settings.corpus_dir]
     # A model this process already loaded is reused; otherwise it is loaded only if something needs embedding.
-    choice = explain_backend(settings, None if rebuild else _recorded_backend(settings.index_dir))
+    choice = explain_backend(settings, None if rebuild else _recorded_backend(settings))
     with _embedders_lock:
         embedder = _embedders.get((settings.model_path, choice.backend))
+    if settings.store:  # several writers may share a database: no lock to wait for
+        from qa.index.pgsync import index_into_postgres
+
+        return index_into_postgres(roots, settings, embedder=embedder, progress=progress, rebuild=rebuild,
+                                   backend_reason=choice.reason)
     return index_paths(roots, settings, embedder=embedder, progress=progress, rebuild=rebuild, wait=wait,
                        backend_reason=choice.reason)
 
 
-def _recorded_backend(path: Path) -> str | None:
+def _recorded_backend(settings: Settings) -> str | None:
     try:
-        manifest = read_manifest(path)
+        if settings.store:
+            meta = _store_meta(settings)
+            return str(meta["model"]["backend"]) if meta else None
+        manifest = read_manifest(settings.index_dir)
     except QAError:
         return None
     return str(manifest.model.get("backend")) if manifest else None
+
+
+def _store_meta(settings: Settings) -> dict | None:
+    """The recorded model and settings of the index in the database; None when there is none yet."""
+    from qa.index.postgres import StoreAddress, connect, read_meta
+
+    address = StoreAddress.parse(settings.store)
+    with connect(address) as conn:
+        return read_meta(conn, address.name)
 
 
 class Retriever:
@@ -90,17 +108,25 @@ class Retriever:
                  build_if_missing: bool | None = None, progress: IndexProgress | None = None) -> None:
         self.settings = _settings(settings, index)
         if build_if_missing is None:
-            build_if_missing = index is None  # only the project's default index is built on demand
+            # Only the project's default index folder is built on demand; a database is built by `qa index`.
+            build_if_missing = index is None and not self.settings.store
         self._lock = threading.Lock()
-        if build_if_missing and not (self.settings.index_dir / MANIFEST).is_file():
+        if build_if_missing and not self._exists():
             build_index(settings=self.settings, progress=progress)
         self._snapshot = self._load()
 
     @property
-    def path(self) -> Path:
-        return self.settings.index_dir
+    def path(self) -> Path | str:
+        return self.settings.store or self.settings.index_dir
+
+    def _exists(self) -> bool:
+        if self.settings.store:
+            return _store_meta(self.settings) is not None
+        return (self.settings.index_dir / MANIFEST).is_file()
 
     def _manifest_stamp(self) -> tuple[int, int]:
+        if self.settings.store:  # the database counts its commits
+            return self._snapshot.data.current_version(), 0
         try:
             st = (self.path / MANIFEST).stat()
         except FileNotFoundError:
@@ -108,14 +134,21 @@ class Retriever:
         return st.st_mtime_ns, st.st_ino
 
     def _load(self) -> Snapshot:
-        stamp = self._manifest_stamp()
-        data = read_index(self.path)
+        if self.settings.store:
+            from qa.index.postgres import PostgresIndex, StoreAddress
+
+            data = PostgresIndex(StoreAddress.parse(self.settings.store))
+            stamp = (data.version, 0)
+        else:
+            stamp = self._manifest_stamp()
+            data = read_index(self.settings.index_dir)
         embedder = shared_embedder(self.settings, str(data.manifest.model.get("backend")))
-        check_compatible(data.manifest, model_info(self.settings, embedder), self.settings.chunk_settings(), self.path)
+        check_compatible(data.manifest, model_info(self.settings, embedder), self.settings.chunk_settings(), self.path,
+                         "--store" if self.settings.store else "--index")
         return Snapshot(data, Searcher(data, self.settings, embedder), stamp)
 
     @property
-    def data(self) -> IndexData:
+    def data(self) -> IndexReader:
         return self._snapshot.data
 
     @property
@@ -161,7 +194,7 @@ class Retriever:
 
 
 # Open indexes of `retrieve`, the most recently used last; a few at most, each holds an index in memory.
-_retrievers: OrderedDict[Path, Retriever] = OrderedDict()
+_retrievers: OrderedDict[Path | str, Retriever] = OrderedDict()
 _retrievers_lock = threading.Lock()
 _RETRIEVERS_KEPT = 4
 
@@ -170,7 +203,7 @@ def retrieve(question: str, k: int | None = None, index: str | Path | None = Non
              mode: str | None = None) -> list[Passage]:
     """Cited passages answering `question`, best first; empty when the documents do not answer it."""
     settings = _settings(None, index)
-    key = settings.index_dir.resolve()
+    key = settings.store or settings.index_dir.resolve()
     with _retrievers_lock:
         retriever = _retrievers.get(key)
         if retriever is None:
@@ -183,4 +216,8 @@ def retrieve(question: str, k: int | None = None, index: str | Path | None = Non
 
 def _settings(settings: Settings | None, index: str | Path | None) -> Settings:
     settings = settings or Settings()
-    return settings.with_(index_dir=Path(index)) if index is not None else settings
+    if index is None:
+        return settings
+    if str(index).startswith(("postgresql://", "postgres://")):  # a database named where a folder could be
+        return settings.with_(store=str(index))
+    return settings.with_(index_dir=Path(index), store="")

@@ -34,7 +34,7 @@ def calibrate(questions_file: Path, settings: Settings, default_index: bool,
               unrelated: list[str] | None = None) -> dict[str, object]:
     data = json.loads(questions_file.read_text(encoding="utf-8"))
     probe = settings.with_(min_confidence=-1.0)  # never abstain while measuring
-    retriever = Retriever(None if default_index else settings.index_dir, settings=probe)
+    retriever = Retriever(settings=probe, build_if_missing=default_index and not settings.store)
     groups = {"answerable": [q["question"] for q in data["answerable"]], "off_topic": data["off_topic"],
               "unrelated": unrelated or []}
     scores = {name: [retriever.ask(q).confidence for q in qs] for name, qs in groups.items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 from qa.answering import is_heading
 from qa.api import Answer, Retriever
 from qa.errors import QAError
-from qa.index.store import IndexData
+from qa.index.protocol import IndexReader
 from qa.loaders import SUPPORTED_EXTENSIONS, file_sha256
 
 # A heading worth asking about: it starts with a capital and has lower-case words (not "A0.0 COVER PAGE").
@@ -63,12 +63,11 @@ def ask(retriever: Retriever, question: str, previous: str | None, k: int, mode:
     return Turn(question, searched, retriever.ask(searched, k, mode, closest=closest))
 
 
-def example_questions(data: IndexData, n: int = 3) -> list[str]:
+def example_questions(data: IndexReader, n: int = 3) -> list[str]:
     """Questions the loaded documents can answer, for a newcomer to click: about their section headings (one
     document after another, the longest documents first), else about their titles. Drawn from the text."""
     topics: dict[str, list[str]] = {}
-    for source, rows in sorted(data.source_rows.items(), key=lambda item: (-len(item[1]), item[0])):
-        chunks = [data.chunks[r] for r in rows]
+    for source, chunks in data.documents_by_size():
         heads = [t.strip().lstrip("#").strip().rstrip(":") for c in chunks
                  for t, span in zip(c.sentence_texts, c.sentences) if span[0] > 0 and _is_topic(t)]
         title = (chunks[0].context or chunks[0].sentence_texts[0]).strip() if chunks else ""
@@ -94,7 +93,7 @@ def _is_topic(text: str) -> bool:
     return line[-1:].isalnum() and (line.startswith("#") or ":" in line or capitals >= 0.5)
 
 
-def loaded_line(data: IndexData, names: int = 5) -> str:
+def loaded_line(data: IndexReader, names: int = 5) -> str:
     """"3 documents loaded: a.txt, b.pdf, c.docx" (a few names, then how many more)."""
     files = sorted(data.manifest.files)
     if not files:

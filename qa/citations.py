@@ -5,7 +5,7 @@ import html
 from dataclasses import dataclass
 
 from qa.records import Chunk, Hit, Passage, Quote
-from qa.index.store import IndexData
+from qa.index.protocol import IndexReader
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,9 @@ def quote(hit: Hit) -> Quote:
     return Quote(c.text[start - c.start : end - c.start], c.source, start, end, c.page, line, c.page_label)
 
 
-def context(data: IndexData, passage: Passage, sentences: int = 3) -> Context:
+def context(data: IndexReader, passage: Passage, sentences: int = 3) -> Context:
     """Up to `sentences` sentences (from the neighbouring chunks' sentence table) each side of the passage."""
-    rows = [data.chunks[row] for row in data.source_rows.get(passage.source, ())]
+    rows = data.document_chunks(passage.source)
     spans = sorted({span for c in rows for span in c.sentences})
     before = [s for s in spans if s[1] <= passage.start][-sentences:]
     after = [s for s in spans if s[0] >= passage.end][:sentences]

@@ -14,12 +14,18 @@ from qa.errors import QAError
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
-    if getattr(args, "index", None):
-        settings = settings.with_(index_dir=Path(args.index))
+    if getattr(args, "index", None):  # a folder, or a database named where a folder could be
+        store = args.index.startswith(("postgresql://", "postgres://"))
+        settings = settings.with_(store=args.index) if store else settings.with_(index_dir=Path(args.index))
+    if getattr(args, "store", None) is not None:
+        settings = settings.with_(store=args.store)
     if getattr(args, "mode", None):
         settings = settings.with_(mode=args.mode)
     return settings
 
+
+_STORE_HELP = ("a PostgreSQL database instead of the index folder: postgresql://user@host:port/db[#name] "
+               "(default: $QA_STORE; see docs/postgresql.md)")
 
 # While files are still being read, the number of chunks to embed is not known yet: no ETA, and a "+".
 _GROWING = "{desc}: {n_fmt}/{total_fmt}+{unit} [{elapsed}, {rate_fmt}]"
@@ -117,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               + ("" if _auth() else " and read your documents (set QA_AUTH=user:password to require a login)"),
               file=sys.stderr)
     bars = _Bars(True)
-    print(f"indexing {settings.corpus_dir} into {settings.index_dir} ...", file=sys.stderr)
+    print(f"indexing {settings.corpus_dir} into {settings.store or settings.index_dir} ...", file=sys.stderr)
     serve(settings, host=args.host, port=args.port, progress=bars, auth=_auth())
     return 0
 
@@ -165,6 +171,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_postgres(args: argparse.Namespace) -> int:
+    from qa import pgserver
+
+    if args.action == "stop":
+        pgserver.stop(Path(args.data))
+        print(f"stopped the server in {args.data}")
+        return 0
+    server = pgserver.start(Path(args.data), args.port)
+    print(server.url)
+    print(f"PostgreSQL with pgvector is running from {server.data_dir} (127.0.0.1 only). Use it with:\n"
+          f"  qa index --store {server.url}\n  export QA_STORE={server.url}\n"
+          f"Stop it with: qa postgres stop {args.data}", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="qa", description="Offline question answering over your documents, "
                                   "with exact citations.")
@@ -173,6 +194,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build or update the index from files and folders")
     p.add_argument("paths", nargs="*", help="files or folders (default: the corpus/ folder)")
     p.add_argument("--index", help="index folder (default: index/)")
+    p.add_argument("--store", metavar="URL", help=_STORE_HELP)
     p.add_argument("--rebuild", action="store_true", help="ignore the existing index and build it anew")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another indexer to finish instead of failing")
@@ -183,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="print the passages that answer a question")
     p.add_argument("question")
     p.add_argument("--index", help="index folder (default: index/, built first if missing)")
+    p.add_argument("--store", metavar="URL", help=_STORE_HELP)
     p.add_argument("--k", type=int, help="number of passages (default: Settings.k, 5)")
     p.add_argument("--mode", choices=MODES, help="retrieval mode (default hybrid)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -190,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start the web chat")
     p.add_argument("--index", help="index folder (default: index/)")
+    p.add_argument("--store", metavar="URL", help=_STORE_HELP)
     p.add_argument("--corpus", help="documents folder, indexed at start and where uploads go (default: corpus/)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
@@ -197,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure retrieval quality on a BEIR-layout dataset")
     p.add_argument("dataset", help="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--store", metavar="URL", help=_STORE_HELP)
     p.add_argument("--mode", choices=MODES, help="retrieval mode (default hybrid)")
     p.add_argument("--split", default="test")
     p.add_argument("--max-queries", type=int, help="evaluate only the first N queries (a quick slice)")
@@ -214,9 +239,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_bench, index=None)
 
+    p = sub.add_parser("postgres", help="start or stop a local PostgreSQL + pgvector server for --store")
+    p.add_argument("action", choices=["start", "stop"])
+    p.add_argument("data", help="the server's data folder (made on first start)")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one; it is printed)")
+    p.set_defaults(run=cmd_postgres)
+
     p = sub.add_parser("calibrate", help="measure the abstention cut-off on a question set")
     p.add_argument("questions", help="JSON file: {answerable: [{question, answer}], off_topic: [question]}")
     p.add_argument("--index", help="index folder (default: index/)")
+    p.add_argument("--store", metavar="URL", help=_STORE_HELP)
     p.add_argument("--unrelated", metavar="BEIR_DIR", help="also ask this dataset's queries: none should be answered")
     p.add_argument("--split", default="test", help="which queries of --unrelated (default test)")
     p.add_argument("--json", action="store_true")

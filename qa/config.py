@@ -43,6 +43,9 @@ class Settings:
     """Everything that shapes an index or a search. Fields that shape the index go into its manifest."""
 
     index_dir: Path = field(default_factory=lambda: _env_path("QA_INDEX_DIR", home() / "index"))
+    # Where the index lives: "" for the folder `index_dir`, or a PostgreSQL database, postgresql://user@host/db
+    # (and #name for one of several indexes in it). QA_STORE or --store.
+    store: str = field(default_factory=lambda: os.environ.get("QA_STORE", ""))
     corpus_dir: Path = field(default_factory=lambda: _env_path("QA_CORPUS_DIR", home() / "corpus"))
     model_path: str = field(default_factory=lambda: os.environ.get("QA_MODEL_PATH") or _bundled_model_path())
     model_name: str = "all-MiniLM-L6-v2"

@@ -48,3 +48,7 @@ class QuestionError(QAError):
 
 class ModelError(QAError):
     """The embedding model cannot be loaded from its local path."""
+
+
+class StoreError(QAError):
+    """The store (a PostgreSQL database) cannot be reached or used."""

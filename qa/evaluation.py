@@ -122,11 +122,17 @@ def prepare(folder: Path, dataset: Dataset, settings: Settings, max_docs: int | 
     work = cache / f"{folder.name}-{key}"  # kept: a second run embeds nothing
     write_corpus(dataset, work / "corpus")
     settings = settings.with_(index_dir=work / "index", corpus_dir=work / "corpus", min_confidence=-1.0)
+    if settings.store:  # in the database, an index of its own named after the dataset and the settings
+        settings = settings.with_(store=f"{settings.store.partition('#')[0]}#eval_{_safe_name(folder.name)}_{key}")
     began = time.perf_counter()
     report = build_index([work / "corpus"], settings=settings, progress=progress)
     info = {"chunks": report.total_chunks, "index_seconds": round(time.perf_counter() - began, 1),
-            "embedded_now": report.chunks_embedded}
-    return Retriever(settings.index_dir, settings=settings), info
+            "embedded_now": report.chunks_embedded, "store": "postgresql" if settings.store else "folder"}
+    return Retriever(settings=settings, build_if_missing=False), info
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower())[:20]
 
 
 def score(retriever: Retriever, dataset: Dataset, mode: str, cutoff: float, depth: int = 300,

@@ -14,7 +14,7 @@ from qa.embedding import Embedder
 from qa.errors import QuestionError
 from qa.records import Chunk, Hit
 from qa.index.keyword import bm25_tokenize
-from qa.index.store import IndexData
+from qa.index.protocol import IndexReader
 
 _WORD = re.compile(r"\w", re.UNICODE)
 
@@ -92,7 +92,7 @@ class Gathered:
 class Searcher:
     """Searches one loaded index. The embedder is only needed for the semantic and hybrid modes."""
 
-    def __init__(self, data: IndexData, settings: Settings, embedder: Embedder | None,
+    def __init__(self, data: IndexReader, settings: Settings, embedder: Embedder | None,
                  model: AnswerModel | None = None) -> None:
         self.data = data
         self.settings = settings
@@ -114,14 +114,14 @@ class Searcher:
         if k < 1:
             raise QuestionError("k must be at least 1")
         question = clean_question(question, s.max_question_chars)
-        if mode == "keyword":
-            terms = bm25_tokenize([question], self.data.manifest.bm25)[0]
-            keyword = self.data.bm25.scores(terms, len(self.data.chunks))
-            hits = self._keyword_hits(keyword, k, set(terms))
-            confidence = hits[0].highlight_score if hits else 0.0
-            return SearchResult(question, mode, tuple(hits), confidence, not hits)
-        gathered = self.gather(question, mode, k, k + s.rerank_extra if rerank is None else rerank)
-        hits, confidence = self.judge(gathered)
+        with self.data.reading():
+            if mode == "keyword":
+                terms = bm25_tokenize([question], self.data.manifest.bm25)[0]
+                hits = self._keyword_hits(terms, k)
+                confidence = hits[0].highlight_score if hits else 0.0
+                return SearchResult(question, mode, tuple(hits), confidence, not hits)
+            gathered = self.gather(question, mode, k, k + s.rerank_extra if rerank is None else rerank)
+            hits, confidence = self.judge(gathered)
         below = confidence < s.min_confidence
         return SearchResult(question, mode, () if below and refuse else tuple(hits[:k]), confidence, below)
 
@@ -130,22 +130,20 @@ class Searcher:
         with their sentences' cosines."""
         # The question is tokenized once, as the index's chunks were: its terms feed BM25 and the answer model.
         terms = bm25_tokenize([question], self.data.manifest.bm25)[0]
-        keyword = self.data.bm25.scores(terms, len(self.data.chunks))
         query = self._encode([question])[0]
-        rows, fused, cosines = self._fused_candidates(query, keyword, mode, k)
+        rows, fused, cosines, keyword, top_keyword = self._fused_candidates(query, terms, mode, k)
         if asks_author(question) and not expanded(question):  # a byline is in a document's first chunk
-            rows, fused, cosines = self._with_first_chunks(query, keyword, rows, fused, cosines, mode)
+            rows, fused, cosines, keyword = self._with_first_chunks(query, terms, rows, fused, cosines, keyword)
         order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
         head, tail = order[:rerank], order[rerank:]
-        top_keyword = float(keyword.max()) if len(keyword) else 0.0
         head_rows = [int(rows[i]) for i in head]
-        sentence_cosines = tuple((self.data.chunk_sentence_vectors(r).astype(np.float32) @ query) for r in head_rows)
+        sentence_cosines = tuple(v.astype(np.float32) @ query for v in self.data.sentence_vectors_of(head_rows))
         content = content_terms(terms, self.data.manifest.bm25)
         evidence = Evidence(
-            question, content, self.data.bm25.idf(list(content)), self._unknown_idf,
-            tuple(self.data.chunks[r] for r in head_rows), cosines[head].astype(np.float64),
+            question, content, self.data.idf(list(content)), self._unknown_idf,
+            tuple(self.data.chunks_at(head_rows)), cosines[head].astype(np.float64),
             fused[head].astype(np.float64),
-            (keyword[head_rows] / top_keyword if top_keyword > 0 else np.zeros(len(head))).astype(np.float64),
+            (keyword[head] / top_keyword if top_keyword > 0 else np.zeros(len(head))).astype(np.float64),
             sentence_cosines, self.data.manifest.bm25)
         rest = tuple((int(rows[i]), float(fused[i]), float(cosines[i])) for i in tail)
         return Gathered(evidence, rest)
@@ -153,27 +151,30 @@ class Searcher:
     @property
     def _unknown_idf(self) -> float:
         """The idf of a term in no chunk: rarer than any the index holds."""
-        total = len(self.data.chunks)
+        total = self.data.size
         return float(np.log(1.0 + (total + 0.5) / 0.5))
 
-    def _with_first_chunks(self, query: np.ndarray, keyword: np.ndarray, rows: np.ndarray, fused: np.ndarray,
-                           cosines: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _with_first_chunks(self, query: np.ndarray, terms: list[str], rows: np.ndarray, fused: np.ndarray,
+                           cosines: np.ndarray, keyword: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The candidates plus the first chunk of each of the three best documents, scored like the others and
         placed just after their document's best chunk, so that they make the re-scored head."""
+        order = np.argsort(-fused, kind="stable")[:64]
         best: dict[str, float] = {}
-        for i in np.argsort(-fused, kind="stable"):
-            best.setdefault(self.data.chunks[int(rows[i])].source, float(fused[i]))
+        for i, chunk in zip(order, self.data.chunks_at([int(rows[i]) for i in order])):
+            best.setdefault(chunk.source, float(fused[i]))
             if len(best) == 3:
                 break
         have = set(rows.tolist())
-        extra = [self.data.source_rows[source][0] for source in best if self.data.source_rows[source][0] not in have]
+        firsts = self.data.first_rows(list(best))
+        extra = [(firsts[s], s) for s in best if s in firsts and firsts[s] not in have]
         if not extra:
-            return rows, fused, cosines
-        extra_rows = np.asarray(extra, dtype=np.int64)
-        extra_cos = np.asarray(self.data.vectors[extra_rows], dtype=np.float32) @ query
-        extra_fused = np.array([best[self.data.chunks[r].source] - 1e-6 for r in extra], dtype=fused.dtype)
-        return (np.concatenate([rows, extra_rows]), np.concatenate([fused, extra_fused]),
-                np.concatenate([cosines, extra_cos]))
+            return rows, fused, cosines, keyword
+        extra_rows = [r for r, _ in extra]
+        extra_fused = np.array([best[s] - 1e-6 for _, s in extra], dtype=fused.dtype)
+        return (np.concatenate([rows, np.asarray(extra_rows, dtype=np.int64)]), np.concatenate([fused, extra_fused]),
+                np.concatenate([cosines, self.data.cosines(extra_rows, query)]),
+                np.concatenate([keyword, self.data.keyword_scores(terms, extra_rows)]))
 
     def judge(self, gathered: Gathered) -> tuple[list[Hit], float]:
         """Hits best first and the confidence that they answer: each head chunk's highlight is the sentence the
@@ -200,44 +201,44 @@ class Searcher:
             hits, confidence = _rule_first(hits, confidence, lambda t, at: expansion(t, at, short), False)
         elif asks_author(ev.question):
             hits, confidence = _rule_first(hits, confidence, byline, True)
-        for row, score, cosine in gathered.rest:  # beyond the re-scored head: no highlight was computed
-            chunk = self.data.chunks[row]
+        rest = self.data.chunks_at([row for row, _, _ in gathered.rest])
+        for chunk, (_, score, cosine) in zip(rest, gathered.rest):  # beyond the re-scored head: no highlight
             hits.append(Hit(chunk, score, cosine, 0.0, chunk.sentences[0], 0.0))
         return hits, confidence
 
-    def _fused_candidates(self, query: np.ndarray, keyword: np.ndarray, mode: str,
-                          k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Candidate rows with their fused scores and cosines."""
-        top_keyword = float(keyword.max()) if len(keyword) else 0.0
-        pool = min(len(self.data.chunks), max(self.settings.candidates, k))
-        rows = self._candidates(query, pool, keyword if mode == "hybrid" and top_keyword > 0 else None)
-        cosines = np.asarray(self.data.vectors[rows], dtype=np.float32) @ query
+    def _fused_candidates(self, query: np.ndarray, terms: list[str], mode: str, k: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """Candidate rows: the `pool` nearest chunks and, in hybrid mode, the `pool` best keyword matches; with
+        their fused scores, cosines, BM25 scores and the best BM25 score of any chunk."""
+        pool = min(self.data.size, max(self.settings.candidates, k))
+        keyword_rows, keyword_top = self.data.keyword_top(terms, pool) if pool else ([], np.zeros(0))
+        top_keyword = float(keyword_top[0]) if len(keyword_top) else 0.0
+        known = dict(zip(keyword_rows, keyword_top.tolist()))
+        candidates = dict.fromkeys(self.data.nearest(query, pool) if pool else [])
         if mode == "hybrid":
-            return rows, fuse(cosines, keyword[rows], top_keyword, self.settings.alpha), cosines
-        return rows, cosines, cosines
-
-    def _candidates(self, query: np.ndarray, pool: int, keyword: np.ndarray | None) -> np.ndarray:
-        """Rows to score: the `pool` nearest chunks, and (given BM25 scores, some above 0) the `pool` best
-        keyword matches."""
-        _, ids = self.data.dense.search(query[None, :], pool)  # rows of -1 where the index holds fewer
-        candidates = {int(i) for i in ids[0] if i >= 0}
-        if keyword is not None:
-            candidates.update(int(i) for i in np.argpartition(-keyword, pool - 1)[:pool] if keyword[i] > 0)
-        return np.fromiter(candidates, dtype=np.int64)
+            candidates.update(dict.fromkeys(keyword_rows))
+        rows = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+        cosines = self.data.cosines(rows.tolist(), query) if len(rows) else np.zeros(0, dtype=np.float32)
+        missing = [r for r in candidates if r not in known]
+        if missing and top_keyword > 0:  # the nearest chunks' BM25 scores where they are not among the best
+            known.update(zip(missing, self.data.keyword_scores(terms, missing).tolist()))
+        keyword = np.array([known.get(r, 0.0) for r in candidates], dtype=np.float32)
+        if mode == "hybrid":
+            return rows, fuse(cosines, keyword, top_keyword, self.settings.alpha), cosines, keyword, top_keyword
+        return rows, cosines, cosines, keyword, top_keyword
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.embedder is None:
             raise QuestionError("this search needs the embedding model; use mode 'keyword' or load the model")
         return self.embedder.encode(texts)
 
-    def _keyword_hits(self, keyword: np.ndarray, k: int, terms: set[str]) -> list[Hit]:
+    def _keyword_hits(self, terms: list[str], k: int) -> list[Hit]:
         """Without the model, the highlight is the sentence sharing the most question terms; its score is the
         share of the question's terms it holds."""
-        hits = []
-        for row in (i for i in np.argsort(-keyword, kind="stable")[:k] if keyword[i] > 0):
-            chunk = self.data.chunks[row]
-            overlaps = [len(terms & set(t)) for t in bm25_tokenize(chunk.sentence_texts, self.data.manifest.bm25)]
+        hits, wanted = [], set(terms)
+        rows, scores = self.data.keyword_top(terms, k)
+        for chunk, score in zip(self.data.chunks_at(rows), scores.tolist()):
+            overlaps = [len(wanted & set(t)) for t in bm25_tokenize(chunk.sentence_texts, self.data.manifest.bm25)]
             best = int(np.argmax(overlaps))
-            hits.append(Hit(chunk, float(keyword[row]), 0.0, float(keyword[row]), chunk.sentences[best],
-                            overlaps[best] / max(len(terms), 1)))
+            hits.append(Hit(chunk, score, 0.0, score, chunk.sentences[best], overlaps[best] / max(len(wanted), 1)))
         return hits

@@ -286,7 +286,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, *,
           auth: list[tuple[str, str]] | None = None, block: bool = True) -> tuple[gr.Blocks, str]:
     """Bring the index up to date with the corpus folder, then serve the chat. Returns (app, local URL)."""
     report = prepare_index(settings, progress)
-    retriever = Retriever(settings.index_dir, settings=settings)
+    retriever = Retriever(settings=settings, build_if_missing=False)  # the folder or the database just indexed
     retriever.warm()
     demo = build_app(retriever, settings, report)
     demo.queue(default_concurrency_limit=8)

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -64,23 +66,118 @@ def settings():
     return Settings()
 
 
+STORES = ["folder", "postgres"]
+
+
 @pytest.fixture(scope="session")
-def seed_index(tmp_path_factory, settings) -> Path:
-    """The default article indexed with the real model, once for the session."""
+def postgres():
+    """A real PostgreSQL 18 + pgvector server for the session (the bundled binaries; as a dedicated user when the
+    tests run as root), in a folder of its own that is removed afterwards."""
+    from qa import pgserver
+
+    folder = Path(tempfile.mkdtemp(prefix="docqa-pg-"))
+    folder.chmod(0o755)  # the server's own user must reach its data folder inside
+    server = pgserver.start(folder / "primary")
+    yield server
+    pgserver.stop(server)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def new_store(server) -> str:
+    """A fresh, empty index in the server (a schema of its own)."""
+    return f"{server.url}#t{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(params=STORES)
+def where(request, tmp_path):
+    """Settings whose index lives in a new folder, or in a new index of the tests' PostgreSQL server."""
+    from qa.config import Settings
+
+    settings = Settings(index_dir=tmp_path / "idx")
+    if request.param == "postgres":
+        settings = settings.with_(store=new_store(request.getfixturevalue("postgres")))
+    return settings
+
+
+def index_into(paths, settings, **options):
+    """The store's own indexer, called directly (tests pass a fake embedder)."""
+    if settings.store:
+        from qa.index.pgsync import index_into_postgres
+
+        options.pop("wait", None)
+        return index_into_postgres(paths, settings, **options)
+    from qa.index.sync import index_paths
+
+    return index_paths(paths, settings, **options)
+
+
+def open_store(settings):
+    """The index's reading side (qa/index/protocol.py), without a model."""
+    if settings.store:
+        from qa.index.postgres import PostgresIndex, StoreAddress
+
+        return PostgresIndex(StoreAddress.parse(settings.store))
+    from qa.index.store import read_index
+
+    return read_index(settings.index_dir)
+
+
+def stored_chunks(settings) -> list:
+    """Every chunk of the index, document by document in source order."""
+    reader = open_store(settings)
+    return [c for source in sorted(reader.manifest.files) for c in reader.document_chunks(source)]
+
+
+def stored_vectors(settings) -> dict[str, np.ndarray]:
+    """Every chunk's vector by chunk id, as stored."""
+    if not settings.store:
+        from qa.index.store import read_index
+
+        data = read_index(settings.index_dir)
+        return {c.id: np.asarray(data.vectors[i]) for i, c in enumerate(data.chunks)}
+    reader = open_store(settings)
+    rows = reader.conn.execute(f"SELECT chunk_id, embedding::text FROM {reader.name}.chunks").fetchall()
+    return {i: np.array(json.loads(v), dtype=np.float32) for i, v in rows}
+
+
+@pytest.fixture(scope="session")
+def seed_corpus(tmp_path_factory) -> Path:
+    corpus = tmp_path_factory.mktemp("seed-corpus")
+    shutil.copy(SEED, corpus / SEED.name)
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def seed_folder(tmp_path_factory, seed_corpus, settings) -> Path:
+    """The default article indexed with the real model into a folder, once for the session."""
     from qa.api import build_index
 
     path = tmp_path_factory.mktemp("seed-index")
-    corpus = tmp_path_factory.mktemp("seed-corpus")
-    shutil.copy(SEED, corpus / SEED.name)
-    build_index([corpus], settings=settings.with_(index_dir=path))
+    build_index([seed_corpus], settings=settings.with_(index_dir=path))
     return path
+
+
+@pytest.fixture(scope="session")
+def seed_store(postgres, seed_corpus) -> str:
+    """The default article indexed with the real model into PostgreSQL, once for the session (its address)."""
+    from qa.api import build_index
+
+    store = new_store(postgres)
+    build_index([seed_corpus], store)
+    return store
+
+
+@pytest.fixture(scope="session", params=STORES)
+def seed_index(request) -> Path | str:
+    """The default article's index in each store: the folder, and PostgreSQL."""
+    return request.getfixturevalue("seed_folder" if request.param == "folder" else "seed_store")
 
 
 @pytest.fixture(scope="session")
 def seed_retriever(seed_index, settings):
     from qa.api import Retriever
 
-    return Retriever(seed_index, settings=settings.with_(index_dir=seed_index))
+    return Retriever(seed_index, settings=settings)
 
 
 def make_pdf(path: Path, pages: list[str]) -> None:

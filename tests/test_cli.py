@@ -9,7 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import QA, ROOT, make_mixed_folder
+from pathlib import Path
+
+from conftest import QA, ROOT, STORES, make_mixed_folder, new_store, open_store
+from qa.config import Settings
 
 QUESTIONS = {
     "notes.txt": "How many storms did the lighthouse keeper log?",
@@ -37,22 +40,33 @@ def mixed(tmp_path_factory):
     return folder, index, phrases, json.loads(result.stdout), result.stderr
 
 
-def test_index_reports_every_file(mixed):
-    _, _, phrases, report, stderr = mixed
+@pytest.fixture(scope="module", params=STORES)
+def any_store(request, mixed):
+    """The mixed folder indexed by the CLI into each store: the folder above, and a PostgreSQL database."""
+    if request.param == "folder":
+        return mixed
+    folder, _, phrases, _, _ = mixed
+    store = new_store(request.getfixturevalue("postgres"))
+    result = run("index", str(folder), "--store", store, "--json")
+    return folder, store, phrases, json.loads(result.stdout), result.stderr
+
+
+def test_index_reports_every_file(any_store):
+    _, index, phrases, report, stderr = any_store
     assert sorted(report["added"]) == sorted(phrases)
     assert {f["source"] for f in report["failed"]} == {"broken.pdf", "binary.txt", "empty.txt"}
     assert all(f["reason"] for f in report["failed"])
     assert report["skipped"] == [{"source": "image.png", "reason": "unsupported file type '.png'"}]
     # Which backend embedded, and why: under auto, measured on this machine (or the only one installed).
-    manifest = json.loads((mixed[1] / "manifest.json").read_text())
-    assert report["backend"] == manifest["model"]["backend"] and report["backend_reason"]
+    model = open_store(Settings(index_dir=index) if isinstance(index, Path) else Settings(store=index)).manifest.model
+    assert report["backend"] == model["backend"] and report["backend_reason"]
     assert report["backend_reason"].startswith(("measured on this CPU", "OpenVINO is not installed"))
 
 
-def test_ask_json_schema_and_answers_from_each_format(mixed):
+def test_ask_json_schema_and_answers_from_each_format(any_store):
     from qa.api import Retriever
 
-    folder, index, phrases, _, _ = mixed
+    folder, index, phrases, _, _ = any_store
     out = json.loads(run("ask", QUESTIONS["report.pdf"], "--index", str(index), "--json", "--k", "3").stdout)
     assert set(out) == {"question", "answer", "confidence", "passages"}
     assert set(out["answer"]) == {"text", "source", "start", "end", "page", "line", "page_label"}
@@ -76,8 +90,8 @@ def test_ask_json_schema_and_answers_from_each_format(mixed):
     assert "hidden-js" not in html_text
 
 
-def test_second_index_run_embeds_nothing(mixed):
-    folder, index, _, _, _ = mixed
+def test_second_index_run_embeds_nothing(any_store):
+    folder, index, _, _, _ = any_store
     report = json.loads(run("index", str(folder), "--index", str(index), "--json").stdout)
     assert report["chunks_embedded"] == 0 and len(report["unchanged"]) == 7
 
@@ -94,9 +108,9 @@ def test_human_output_and_progress(mixed, tmp_path):
     assert "\r" not in result.stderr and "\x1b[" not in result.stderr
 
 
-def test_output_into_a_closed_pipe_is_quiet(mixed):
+def test_output_into_a_closed_pipe_is_quiet(any_store):
     # `qa ask ... | head -n 1`: the reader is gone before the answer is written.
-    _, index, _, _, _ = mixed
+    _, index, _, _, _ = any_store
     proc = subprocess.Popen([*QA, "ask", QUESTIONS["notes.txt"], "--index", str(index)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()
@@ -139,9 +153,11 @@ def test_progress_bars_on_a_terminal(mixed, tmp_path):
     (["index", "/no/such/folder"], "does not exist"),
     (["ask", "anything", "--index", "/no/such/index"], "no index"),
     (["ask", "   ", "--index", "{index}"], "empty"),
+    (["ask", "anything", "--store", "postgresql://postgres@127.0.0.1:1/postgres"], "cannot connect"),
+    (["index", "--store", "mysql://x"], "unknown store"),
 ])
-def test_errors_are_one_line_and_nonzero(mixed, args, message):
-    _, index, _, _, _ = mixed
+def test_errors_are_one_line_and_nonzero(any_store, args, message):
+    _, index, _, _, _ = any_store
     result = run(*[a.format(index=index) for a in args], check=False)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]

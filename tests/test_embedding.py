@@ -67,14 +67,14 @@ def test_sentence_vectors_from_one_pass_agree_across_backends(embedders):
     assert [int(np.argmax(reference[i] @ alone.T)) for i in own] == own
 
 
-def test_int8_backend_answers_the_seed_questions_like_torch(seed_index, settings, tmp_path):
+def test_int8_backend_answers_the_seed_questions_like_torch(seed_folder, settings, tmp_path):
     from qa.api import Retriever, build_index
 
     corpus = tmp_path / "corpus"
     shutil.copytree(ROOT / "corpus", corpus)
     torch_settings = settings.with_(index_dir=tmp_path / "torch", backend="torch")
     build_index([corpus], settings=torch_settings)
-    fast = Retriever(seed_index, settings=settings.with_(index_dir=seed_index))
+    fast = Retriever(seed_folder, settings=settings.with_(index_dir=seed_folder))
     if fast.data.manifest.model["backend"] != "openvino-int8":  # auto chose another backend on this CPU
         int8_settings = settings.with_(index_dir=tmp_path / "int8", backend="openvino-int8")
         build_index([corpus], settings=int8_settings)

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from conftest import make_mixed_folder
+from conftest import index_into, make_mixed_folder, open_store, stored_chunks, stored_vectors
 from qa.config import Settings
 from qa.errors import EmptyCorpusError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
 from qa.index.sync import index_paths
-from qa.index.store import MANIFEST, read_index
+from qa.index.store import MANIFEST, read_index, read_manifest
 from qa.index.writer import lock
 
 
@@ -28,41 +28,39 @@ def _settings(tmp_path, **changes):
     return Settings(index_dir=tmp_path / "idx").with_(**changes)
 
 
-def test_second_run_embeds_nothing_and_ids_are_stable(tmp_path, folder, fake_embedder):
-    s = _settings(tmp_path)
-    first = index_paths([folder], s, embedder=fake_embedder)
+def test_second_run_embeds_nothing_and_ids_are_stable(folder, fake_embedder, where):
+    first = index_into([folder], where, embedder=fake_embedder)
     assert len(first.added) == 5 and first.chunks_embedded == len(fake_embedder.calls) > 0
-    ids = [c.id for c in read_index(s.index_dir).chunks]
+    ids = [c.id for c in stored_chunks(where)]
     fake_embedder.calls.clear()
-    second = index_paths([folder], s, embedder=fake_embedder)
+    second = index_into([folder], where, embedder=fake_embedder)
     assert fake_embedder.calls == [] and len(second.unchanged) == 5 and not second.wrote
-    assert [c.id for c in read_index(s.index_dir).chunks] == ids
+    assert [c.id for c in stored_chunks(where)] == ids
 
 
-def test_changed_file_alone_is_reembedded_and_deleted_file_disappears(tmp_path, folder, fake_embedder):
-    s = _settings(tmp_path)
-    index_paths([folder], s, embedder=fake_embedder)
-    before = read_index(s.index_dir)
-    kept = {c.id: before.vectors[i] for i, c in enumerate(before.chunks) if c.source != "d1.txt"}
+def test_changed_file_alone_is_reembedded_and_deleted_file_disappears(folder, fake_embedder, where):
+    index_into([folder], where, embedder=fake_embedder)
+    kept = stored_vectors(where)
+    sources = {c.id: c.source for c in stored_chunks(where)}
     (folder / "d1.txt").write_text("Document one now talks about zebras only.")
     (folder / "d3.txt").unlink()
     fake_embedder.calls.clear()
-    report = index_paths([folder], s, embedder=fake_embedder)
+    report = index_into([folder], where, embedder=fake_embedder)
     assert report.changed == ("d1.txt",) and report.removed == ("d3.txt",)
     assert fake_embedder.calls == ["Document one now talks about zebras only."]
-    after = read_index(s.index_dir)
-    assert "d3.txt" not in {c.source for c in after.chunks}
-    for i, c in enumerate(after.chunks):
-        if c.id in kept:  # reused rows keep their vectors exactly
-            assert np.array_equal(after.vectors[i], kept[c.id])
-    assert len(after.chunks) == after.dense.size == len(after.vectors)
+    after = stored_vectors(where)
+    assert "d3.txt" not in {c.source for c in stored_chunks(where)}
+    for chunk_id, vector in kept.items():
+        if sources[chunk_id] not in ("d1.txt", "d3.txt"):  # reused rows keep their vectors exactly
+            assert np.array_equal(after[chunk_id], vector)
+    reader = open_store(where)
+    assert len(stored_chunks(where)) == reader.size == len(after) == 4  # one chunk for each file left
 
 
-def test_bad_file_does_not_stop_others_and_previous_version_is_kept(tmp_path, fake_embedder):
+def test_bad_file_does_not_stop_others_and_previous_version_is_kept(tmp_path, fake_embedder, where):
     docs = tmp_path / "mixed"
     expected = make_mixed_folder(docs)
-    s = _settings(tmp_path)
-    report = index_paths([docs], s, embedder=fake_embedder)
+    report = index_into([docs], where, embedder=fake_embedder)
     assert set(report.added) == set(expected)
     reasons = {f.source: f.reason for f in report.failed}
     assert set(reasons) == {"broken.pdf", "binary.txt", "empty.txt"}
@@ -70,41 +68,41 @@ def test_bad_file_does_not_stop_others_and_previous_version_is_kept(tmp_path, fa
     assert [f.source for f in report.skipped] == ["image.png"]
     # A good file turning bad keeps its last good version searchable.
     (docs / "notes.txt").write_bytes(b"\x00\x01\x02" * 100)
-    report = index_paths([docs], s, embedder=fake_embedder)
+    report = index_into([docs], where, embedder=fake_embedder)
     assert any(f.source == "notes.txt" and "kept" in f.reason for f in report.failed)
-    assert any("forty storms" in c.text for c in read_index(s.index_dir).chunks)
+    assert any("forty storms" in c.text for c in stored_chunks(where))
 
 
-def test_empty_corpus_and_missing_index(tmp_path, fake_embedder):
+def test_empty_corpus_and_missing_index(tmp_path, fake_embedder, where):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EmptyCorpusError, match="no documents"):
-        index_paths([tmp_path / "empty"], _settings(tmp_path), embedder=fake_embedder)
+        index_into([tmp_path / "empty"], where, embedder=fake_embedder)
     with pytest.raises(IndexMissingError, match="qa index"):
-        read_index(tmp_path / "nothing")
+        open_store(where)
 
 
-def test_all_files_bad_leaves_existing_index_intact(tmp_path, folder, fake_embedder):
-    s = _settings(tmp_path)
-    index_paths([folder], s, embedder=fake_embedder)
-    manifest = (s.index_dir / MANIFEST).read_bytes()
+def test_all_files_bad_leaves_existing_index_intact(tmp_path, folder, fake_embedder, where):
+    index_into([folder], where, embedder=fake_embedder)
+    before = stored_chunks(where)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.txt").write_bytes(b"")
-    with pytest.raises(EmptyCorpusError, match="unchanged"):
-        index_paths([bad], s, embedder=fake_embedder)
-    assert (s.index_dir / MANIFEST).read_bytes() == manifest
+    with pytest.raises(EmptyCorpusError, match="could be read"):
+        index_into([bad], where, embedder=fake_embedder)
+    if not where.store:  # the folder index's manifest is not even rewritten
+        assert read_manifest(where.index_dir).files.keys() == {f"d{i}.txt" for i in range(5)}
+    assert stored_chunks(where) == before
 
 
-def test_other_settings_or_model_refused_with_rebuild_hint(tmp_path, folder, fake_embedder):
-    s = _settings(tmp_path)
-    index_paths([folder], s, embedder=fake_embedder)
+def test_other_settings_or_model_refused_with_rebuild_hint(folder, fake_embedder, where):
+    index_into([folder], where, embedder=fake_embedder)
     with pytest.raises(IndexMismatchError, match="--rebuild"):
-        index_paths([folder], s.with_(chunk_tokens=64), embedder=fake_embedder)
+        index_into([folder], where.with_(chunk_tokens=64), embedder=fake_embedder)
     with pytest.raises(IndexMismatchError, match="model"):
-        index_paths([folder], s, embedder=None)  # would use the real model: refused before loading it
-    report = index_paths([folder], s.with_(chunk_tokens=64), embedder=fake_embedder, rebuild=True)
+        index_into([folder], where, embedder=None)  # would use the real model: refused before loading it
+    report = index_into([folder], where.with_(chunk_tokens=64), embedder=fake_embedder, rebuild=True)
     assert len(report.added) == 5
-    assert json.loads((s.index_dir / MANIFEST).read_text())["settings"]["chunk_tokens"] == 64
+    assert open_store(where).manifest.settings["chunk_tokens"] == 64
 
 
 def test_leftovers_of_a_crash_are_ignored_then_removed(tmp_path, folder, fake_embedder):

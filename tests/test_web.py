@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QA, ROOT, SEED, make_pdf
+from conftest import QA, ROOT, SEED, STORES, make_pdf, new_store
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -36,14 +36,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(tmp_path_factory, extra_env=None, host=None):
+def _start(tmp_path_factory, extra_env=None, host=None, store=None):
     corpus = tmp_path_factory.mktemp("web-corpus")
-    index = tmp_path_factory.mktemp("web-index")
+    index = store or tmp_path_factory.mktemp("web-index")  # a folder, or a database's address
     shutil.copy(SEED, corpus / SEED.name)
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost", **(extra_env or {})}
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
-    cmd = [*QA, "serve", "--port", str(port), "--index", str(index), "--corpus", str(corpus)]
+    where = ["--store", store] if store else ["--index", str(index)]
+    cmd = [*QA, "serve", "--port", str(port), *where, "--corpus", str(corpus)]
     proc = subprocess.Popen(cmd + (["--host", host] if host else []), cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://{host or '127.0.0.1'}:{port}/"
@@ -57,7 +58,7 @@ def _start(tmp_path_factory, extra_env=None, host=None):
                 log.seek(0)
                 pytest.fail(f"server did not start: {log.read()[-3000:]}")
             time.sleep(0.5)
-    return proc, log, {"url": url, "corpus": corpus, "index": index}
+    return proc, log, {"url": url, "corpus": corpus, "index": index, "where": where}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,21 @@ def server(tmp_path_factory):
     yield info
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory, postgres):
+    """The same web chat with its index in PostgreSQL."""
+    proc, _, info = _start(tmp_path_factory, store=new_store(postgres))
+    yield info
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", params=STORES)
+def web(request):
+    """The server with each store."""
+    return request.getfixturevalue("server" if request.param == "folder" else "pg_server")
 
 
 def test_login_required_when_configured(tmp_path_factory):
@@ -93,10 +109,10 @@ def test_login_required_when_configured(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server):
+def client(web):
     from gradio_client import Client
 
-    return Client(server["url"], verbose=False)
+    return Client(web["url"], verbose=False)
 
 
 def test_api_ask_returns_cited_passage(client):
@@ -108,10 +124,10 @@ def test_api_ask_returns_cited_passage(client):
     assert "33,023" in text[top["highlight"][0] : top["highlight"][1]]
 
 
-def test_api_matches_cli_json(client, server):
+def test_api_matches_cli_json(client, web):
     question = "What was the bilateral trade volume in 2020?"
     api = client.predict(question, 5, "hybrid", api_name="/ask")
-    cli = subprocess.run([*QA, "ask", question, "--index", str(server["index"]), "--json"], cwd=ROOT,
+    cli = subprocess.run([*QA, "ask", question, *web["where"], "--json"], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     assert api == json.loads(cli.stdout)
 
@@ -150,6 +166,10 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
+    yield from _page(browser, server)
+
+
+def _page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.outside, page.dialogs = [], []
@@ -304,6 +324,15 @@ def test_browser_accessibility_and_phone_width(browser, server, width):
 
 
 def test_browser_upload_pdf_then_ask_about_it(page, server, browser, tmp_path):
+    _upload_then_ask(page, server, browser, tmp_path)
+
+
+def test_browser_upload_and_removal_with_the_index_in_postgresql(browser, pg_server, tmp_path):
+    for page in _page(browser, pg_server):
+        _upload_then_ask(page, pg_server, browser, tmp_path)
+
+
+def _upload_then_ask(page, server, browser, tmp_path):
     pdf = tmp_path / "Field Report (final).pdf"
     make_pdf(pdf, ["Introduction to the survey.", "The expedition counted 412 emperor penguins on the ice shelf."])
     notes = tmp_path / "harbour notes.md"

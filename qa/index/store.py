@@ -1,10 +1,12 @@
 """The on-disk index, reading side: layout, manifest, chunk table, vectors, sentence vectors, texts (writer.py writes)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +84,8 @@ class IndexData:
     # One row per sentence of every chunk, in chunk order (float16), and each chunk's (start, stop) in them.
     sentence_vectors: np.ndarray
     sentence_rows: np.ndarray
+    _keyword_memo: tuple[tuple[str, ...] | None, np.ndarray] = field(
+        default=(None, np.zeros(0, dtype=np.float32)), repr=False)
 
     def chunk_sentence_vectors(self, row: int) -> np.ndarray:
         start, stop = self.sentence_rows[row]
@@ -104,6 +108,60 @@ class IndexData:
         entry = self.manifest.files[source]
         return (self.path / "docs" / f"{entry.text_sha256}.txt").read_text(encoding="utf-8", errors="surrogatepass")
 
+    # The reading seam (qa/index/protocol.py): the folder index answers from memory.
+    @property
+    def size(self) -> int:
+        return len(self.chunks)
+
+    def reading(self) -> contextlib.nullcontext:
+        return contextlib.nullcontext()  # a loaded generation never changes
+
+    def chunks_at(self, rows: list[int]) -> list[Chunk]:
+        return [self.chunks[r] for r in rows]
+
+    def nearest(self, query: np.ndarray, k: int) -> list[int]:
+        _, ids = self.dense.search(query[None, :], min(k, self.size))
+        return [int(i) for i in ids[0] if i >= 0]
+
+    def cosines(self, rows: list[int], query: np.ndarray) -> np.ndarray:
+        return np.asarray(self.vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32) @ query
+
+    def _bm25(self, terms: list[str]) -> np.ndarray:
+        # One question asks for its top rows and then for some rows' scores: computed once for both.
+        key, memo = tuple(terms), self._keyword_memo  # read once: other threads may replace it meanwhile
+        if memo[0] != key:
+            memo = self._keyword_memo = (key, self.bm25.scores(terms, len(self.chunks)))
+        return memo[1]
+
+    def keyword_top(self, terms: list[str], k: int) -> tuple[list[int], np.ndarray]:
+        scores = self._bm25(terms)
+        if not len(scores):
+            return [], np.zeros(0, dtype=np.float32)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[scores[top] > 0]
+        return [int(r) for r in top], scores[top]
+
+    def keyword_scores(self, terms: list[str], rows: list[int]) -> np.ndarray:
+        return self._bm25(terms)[np.asarray(rows, dtype=np.int64)]
+
+    def idf(self, terms: list[str]) -> dict[str, float]:
+        return self.bm25.idf(terms)
+
+    def sentence_vectors_of(self, rows: list[int]) -> list[np.ndarray]:
+        return [self.chunk_sentence_vectors(r) for r in rows]
+
+    def first_rows(self, sources: list[str]) -> dict[str, int]:
+        return {s: self.source_rows[s][0] for s in sources if self.source_rows.get(s)}
+
+    def document_chunks(self, source: str) -> list[Chunk]:
+        return [self.chunks[r] for r in self.source_rows.get(source, ())]
+
+    def documents_by_size(self) -> Iterator[tuple[str, list[Chunk]]]:
+        for source, rows in sorted(self.source_rows.items(), key=lambda item: (-len(item[1]), item[0])):
+            yield source, [self.chunks[r] for r in rows]
+
 
 def read_manifest(path: Path) -> Manifest | None:
     file = path / MANIFEST
@@ -119,13 +177,14 @@ def read_manifest(path: Path) -> Manifest | None:
     return Manifest.from_json(data)
 
 
-def check_compatible(manifest: Manifest, model: dict[str, object], settings: dict[str, object], path: Path) -> None:
+def check_compatible(manifest: Manifest, model: dict[str, object], settings: dict[str, object], path: object,
+                     flag: str = "--index") -> None:
     """Refuse an index whose vectors or chunks were made differently: mixing them would give wrong answers."""
     for label, stored_all, wanted in (("model", manifest.model, model), ("chunk settings", manifest.settings, settings)):
         stored = {key: stored_all.get(key) for key in wanted}
         if stored != wanted or set(stored_all) - set(wanted) - {"dim", "backend_reason"}:
             raise IndexMismatchError(f"the index at {path} was built with {label} {json.dumps(stored)}, not "
-                                     f"{json.dumps(wanted)}: rebuild it with `qa index --rebuild --index {path}`")
+                                     f"{json.dumps(wanted)}: rebuild it with `qa index --rebuild {flag} {path}`")
 
 
 def read_index(path: Path, searchable: bool = True) -> IndexData:

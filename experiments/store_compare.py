@@ -1,0 +1,192 @@
+"""The folder index and PostgreSQL side by side, in one run: ingest, SciFact quality, retrieve() latency by size.
+
+    .venv/bin/python experiments/store_compare.py [--files 1000] [--sizes 10000,100000] [--skip-eval]
+
+Starts its own PostgreSQL (the bundled one, `qa postgres`) in a temporary folder unless QA_STORE names one.
+Every figure is printed as one JSON object per line, each naming the store; the machine comes first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qa import pgserver  # noqa: E402
+from qa.api import shared_embedder  # noqa: E402
+from qa.bench import DEFAULT_DATA, _files, _machine, _synthetic, synthetic_vectors  # noqa: E402
+from qa.citations import cite  # noqa: E402
+from qa.config import Settings  # noqa: E402
+from qa.evaluation import evaluate, load_beir, p50_p95  # noqa: E402
+from qa.index.keyword import bm25_tokenize  # noqa: E402
+from qa.index.pgsync import index_into_postgres  # noqa: E402
+from qa.index.postgres import PostgresIndex, StoreAddress, connect, meta_rows, schema_sql, vector_text  # noqa: E402
+from qa.index.store import read_index  # noqa: E402
+from qa.index.sync import index_paths  # noqa: E402
+from qa.retrieval import Searcher  # noqa: E402
+
+
+def say(**fields) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def ingest(dataset, work: Path, settings: Settings, url: str, files: int) -> None:
+    """The same files, the same loaded model, into a new folder index and a new database index, twice each,
+    alternating (the machine's noise falls on both)."""
+    corpus = _files(dataset, work / "corpus", files)
+    embedder = shared_embedder(settings)
+    embedder.encode(["warm up"] * 8)
+    for attempt in range(2):
+        folder = settings.with_(index_dir=work / f"ingest-{attempt}")
+        report = index_paths([corpus], folder, embedder=embedder, rebuild=True)
+        say(section="ingest", store="folder", attempt=attempt, chunks=report.total_chunks,
+            seconds=round(report.seconds, 2), chunks_per_s=round(report.total_chunks / report.seconds, 1))
+        database = settings.with_(store=f"{url}#ingest{attempt}")
+        report = index_into_postgres([corpus], database, embedder=embedder, rebuild=True)
+        say(section="ingest", store="postgresql", attempt=attempt, chunks=report.total_chunks,
+            seconds=round(report.seconds, 2), chunks_per_s=round(report.total_chunks / report.seconds, 1))
+
+
+def fill(url: str, name: str, base, vectors: np.ndarray) -> PostgresIndex:
+    """A database index holding the same rows as `_synthetic(base, len(vectors))`: the base chunks repeated (each
+    repetition its own documents), the given vectors, the base chunks' sentence vectors."""
+    address = StoreAddress(url, name)
+    conn = connect(address)
+    conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    dim = vectors.shape[1]
+    for statement in schema_sql(name, dim):
+        conn.execute(statement)
+    conn.execute(f"DROP INDEX {name}.chunks_embedding")  # built once after the load, not row by row
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {name}.meta VALUES (%s, %s::jsonb)",
+                        meta_rows(base.manifest.model, base.manifest.settings, base.manifest.bm25))
+    n, size = len(base.chunks), len(vectors)
+    tokens = bm25_tokenize([c.index_text for c in base.chunks], base.manifest.bm25)
+    tf = [Counter(t) for t in tokens]
+    half = np.asarray(base.sentence_vectors, dtype=np.float16)
+    copies = (size + n - 1) // n
+    with conn.transaction():
+        with conn.cursor().copy(f"COPY {name}.documents FROM STDIN") as copy:
+            for c in range(copies):
+                for source, entry in base.manifest.files.items():
+                    copy.write_row((f"{c}/{source}", entry.sha256, entry.bytes, entry.chunks, entry.text_sha256,
+                                    base.document_text(source), list(entry.page_starts), entry.extractor, []))
+        with conn.cursor().copy(f"COPY {name}.chunks (row, source, seq, chunk_id, start_at, end_at, text, page, "
+                                "line, sentences, context, page_label, length, embedding, sentence_vectors) "
+                                "FROM STDIN") as copy:
+            for i in range(size):
+                chunk = base.chunks[i % n]
+                a, b = base.sentence_rows[i % n]
+                copy.write_row((i + 1, f"{i // n}/{chunk.source}", i, f"{i // n}-{chunk.id}", chunk.start,
+                                chunk.end, chunk.text, chunk.page, chunk.line, [x for s in chunk.sentences for x in s],
+                                chunk.context, chunk.page_label, len(tokens[i % n]), vector_text(vectors[i]),
+                                half[a:b].tobytes()))
+        average = sum(map(len, tokens)) / n
+        k1, b = float(base.manifest.bm25["k1"]), float(base.manifest.bm25["b"])
+        with conn.cursor().copy(f"COPY {name}.postings (row, term, tf, length, impact, source) FROM STDIN") as copy:
+            for i in range(size):
+                source = f"{i // n}/{base.chunks[i % n].source}"
+                norm = k1 * (1 - b + b * len(tokens[i % n]) / average)
+                for term, count in tf[i % n].items():
+                    copy.write_row((i + 1, term, count, len(tokens[i % n]), count / (count + norm), source))
+        conn.execute(f"INSERT INTO {name}.terms SELECT term, count(*) FROM {name}.postings GROUP BY 1")
+        conn.execute(f"UPDATE {name}.totals SET chunks = (SELECT count(*) FROM {name}.chunks), length = "
+                     f"(SELECT sum(length) FROM {name}.chunks), version = 1")
+    conn.execute("SET maintenance_work_mem = '4GB'")
+    conn.execute(f"CREATE INDEX chunks_embedding ON {name}.chunks USING hnsw (embedding vector_cosine_ops)")
+    conn.execute(f"VACUUM ANALYZE {name}.chunks")
+    conn.execute(f"VACUUM ANALYZE {name}.postings")
+    conn.close()
+    return PostgresIndex(address)
+
+
+def latency(base, settings: Settings, url: str, questions: list[str], sizes: list[int]) -> None:
+    """retrieve() (search and citation) p50/p95 on the same rows in each store, questions alternating."""
+    embedder = shared_embedder(settings, str(base.manifest.model.get("backend")))
+    for size in sizes:
+        began = time.perf_counter()
+        folder = _synthetic(base, size)
+        folder_build = time.perf_counter() - began
+        began = time.perf_counter()
+        database = fill(url, f"size{size}", base, synthetic_vectors(base.vectors, size))
+        database_build = time.perf_counter() - began
+        searchers = {"folder": Searcher(folder, settings, embedder),
+                     "postgresql": Searcher(database, settings, embedder)}
+        times: dict[str, list[float]] = {store: [] for store in searchers}
+        same = 0
+        for q in questions[:10]:
+            for searcher in searchers.values():
+                searcher.ask(q)
+        for q in questions:
+            tops = {}
+            for store, searcher in searchers.items():
+                t = time.perf_counter()
+                hits = searcher.ask(q).hits
+                [cite(h) for h in hits]
+                times[store].append((time.perf_counter() - t) * 1000)
+                tops[store] = [(h.chunk.source.split("/")[-1], h.chunk.start) for h in hits[:1]]
+            same += tops["folder"] == tops["postgresql"]
+        for store, values in times.items():
+            p50, p95 = p50_p95(values)
+            say(section="retrieve", store=store, chunks=size, vectors="real" if size <= len(base.chunks) else
+                "synthetic beyond the first %d" % len(base.chunks), p50_ms=round(p50, 2), p95_ms=round(p95, 2),
+                build_s=round(folder_build if store == "folder" else database_build, 1))
+        say(section="retrieve", chunks=size, same_top_passage=f"{same}/{len(questions)}")
+        database.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true")
+    args = parser.parse_args()
+    data = Path(args.data)
+    if not (data / "corpus.jsonl").is_file():
+        print(f"skipped: {data} is absent", file=sys.stderr)
+        return
+    say(section="machine", **_machine())
+    work = Path(tempfile.mkdtemp(prefix="qa-stores-"))
+    work.chmod(0o755)
+    server = None
+    url = os.environ.get("QA_STORE", "").partition("#")[0]
+    if not url:
+        server = pgserver.start(work / "pg")
+        url = server.url
+    settings = Settings().with_(store="")
+    try:
+        dataset = load_beir(data, "test")
+        if not args.skip_ingest:
+            ingest(dataset, work, settings, url, args.files)
+        if not args.skip_eval:
+            for store in ("", url):
+                result = evaluate(data, settings.with_(store=store), cache=work / "eval")
+                say(section="scifact", store="postgresql" if store else "folder",
+                    **{k: result[k] for k in ("ndcg@10", "recall@100", "query_ms_p50", "query_ms_p95", "chunks")})
+        sizes = [int(s) for s in args.sizes.split(",") if s]
+        if sizes:
+            base_dir = next((work / "eval").glob("scifact-*/index"), None) if not args.skip_eval else None
+            if base_dir is None:
+                base_dir = work / "base"
+                index_paths([_files(dataset, work / "base-corpus", 5183)], settings.with_(index_dir=base_dir))
+            latency(read_index(base_dir), settings, url, list(dataset.queries.values()), sizes)
+    finally:
+        if server is not None:
+            pgserver.stop(server)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
