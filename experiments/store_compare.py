@@ -70,8 +70,9 @@ def fill(url: str, name: str, base, vectors: np.ndarray) -> PostgresIndex:
     with conn.cursor() as cur:
         cur.executemany(f"INSERT INTO {name}.meta VALUES (%s, %s::jsonb)",
                         meta_rows(base.manifest.model, base.manifest.settings, base.manifest.bm25))
-    n, size = len(base.chunks), len(vectors)
-    tokens = bm25_tokenize([c.index_text for c in base.chunks], base.manifest.bm25)
+    chunks = list(base.chunks)  # read once: the folder index parses a row each time it is asked for one
+    n, size = len(chunks), len(vectors)
+    tokens = bm25_tokenize([c.index_text for c in chunks], base.manifest.bm25)
     tf = [Counter(t) for t in tokens]
     half = np.asarray(base.sentence_vectors, dtype=np.float16)
     copies = (size + n - 1) // n
@@ -85,7 +86,7 @@ def fill(url: str, name: str, base, vectors: np.ndarray) -> PostgresIndex:
                                 "line, sentences, context, page_label, length, embedding, sentence_vectors) "
                                 "FROM STDIN") as copy:
             for i in range(size):
-                chunk = base.chunks[i % n]
+                chunk = chunks[i % n]
                 a, b = base.sentence_rows[i % n]
                 copy.write_row((i + 1, f"{i // n}/{chunk.source}", i, f"{i // n}-{chunk.id}", chunk.start,
                                 chunk.end, chunk.text, chunk.page, chunk.line, [x for s in chunk.sentences for x in s],
@@ -95,7 +96,7 @@ def fill(url: str, name: str, base, vectors: np.ndarray) -> PostgresIndex:
         k1, b = float(base.manifest.bm25["k1"]), float(base.manifest.bm25["b"])
         with conn.cursor().copy(f"COPY {name}.postings (row, term, tf, length, impact, source) FROM STDIN") as copy:
             for i in range(size):
-                source = f"{i // n}/{base.chunks[i % n].source}"
+                source = f"{i // n}/{chunks[i % n].source}"
                 norm = k1 * (1 - b + b * len(tokens[i % n]) / average)
                 for term, count in tf[i % n].items():
                     copy.write_row((i + 1, term, count, len(tokens[i % n]), count / (count + norm), source))

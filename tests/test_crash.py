@@ -98,4 +98,4 @@ def test_sigkill_mid_write_never_breaks_the_index(tmp_path):
     gen = final.manifest.generation
     assert sorted(os.listdir(index)) == sorted([".lock", "docs", "manifest.json", f"bm25.{gen}",
                                                 f"chunks.{gen}.jsonl", f"vectors.{gen}.npy",
-                                                f"sentences.{gen}.npy", f"terms.{gen}.txt"])
+                                                f"sentences.{gen}.npy", f"terms.{gen}.txt", f"rows.{gen}.npy"])

@@ -120,7 +120,8 @@ def test_leftovers_of_a_crash_are_ignored_then_removed(tmp_path, folder, fake_em
     new_gen = json.loads((s.index_dir / MANIFEST).read_text())["generation"]
     assert new_gen > gen + 1
     assert names == sorted([".lock", "bm25.%d" % new_gen, "chunks.%d.jsonl" % new_gen, "docs", MANIFEST,
-                            "sentences.%d.npy" % new_gen, "terms.%d.txt" % new_gen, "vectors.%d.npy" % new_gen])
+                            "rows.%d.npy" % new_gen, "sentences.%d.npy" % new_gen, "terms.%d.txt" % new_gen,
+                            "vectors.%d.npy" % new_gen])
 
 
 def test_corrupt_manifest_message(tmp_path, folder, fake_embedder):

@@ -129,16 +129,18 @@ def test_a_file_failing_midway_leaves_none_of_its_rows(tmp_path, monkeypatch, fa
 
 
 @pytest.mark.slow
-def test_a_100_mb_text_file_is_indexed_with_bounded_memory():
-    # Random vectors stand in for the model (it would take half an hour here); reading, decoding, chunking, BM25,
-    # HNSW and writing are the real pipeline. `experiments/big_file.py` without the flag runs the model too.
-    done = subprocess.run([sys.executable, "experiments/big_file.py", "--size-mb", "100", "--fake-embedder"], cwd=ROOT,
+def test_a_large_text_file_is_indexed_with_memory_bounded_by_its_search_structures():
+    # Random vectors stand in for the model (it would take minutes here); reading, decoding, chunking, BM25, HNSW
+    # and writing are the real pipeline. 30 MB is past the streaming threshold (16 MB) and the HNSW one (50k
+    # chunks); `experiments/big_file.py --size-mb 100 --fake-embedder` is the 100 MB case of docs/reliability.md.
+    done = subprocess.run([sys.executable, "experiments/big_file.py", "--size-mb", "30", "--fake-embedder"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr + done.stdout
     result = json.loads(done.stdout.splitlines()[-1])
     print(result)
-    assert result["chunks"] > 250_000
+    assert result["chunks"] > 75_000
     assert result["needle_found"] and result["needle_offset_and_line_exact"] and result["stored_text_matches"]
-    # Measured 833 MiB, against an index of 2.6 GiB on disk: the text, chunks and vectors stream through; what
-    # stays is the HNSW graph with its vectors (~1.9 KB a chunk) while it is built, then BM25's build.
-    assert result["peak_rss_mib"] < 1280
+    # What may stay in memory is the HNSW graph with its vectors (~1.9 KB a chunk) while it is built, over the
+    # interpreter, model-free pipeline and libraries (~300 MiB): 833 MiB measured at 100 MB (290k chunks). Text,
+    # chunk rows or vectors held whole would add their size (the text alone is 30-120 MiB as a Python string).
+    assert result["peak_rss_mib"] < 300 + result["chunks"] * 2.0 / 1024

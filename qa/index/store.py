@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,13 +14,17 @@ import numpy as np
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from qa.index.dense import DenseIndex
 from qa.index.keyword import KeywordIndex
+from qa.index.rows import ChunkTable, parse_rows
 from qa.records import Chunk
 
 # 2: reader versions per file, the BM25 tokenizer and title context always recorded, sentence vectors required.
-FORMAT_VERSION = 2
+# 3: a row table (rows.N.npy) and each file's first row, so that opening an index reads no chunk row. Format 2 is
+# still read (its chunk file parsed once at opening, as before) and written again as 3 by the next `qa index`.
+FORMAT_VERSION = 3
+READABLE_FORMATS = (2, 3)
 MANIFEST = "manifest.json"
 # Files of one generation; the manifest names the generation it belongs to, so uncommitted files are garbage.
-GENERATION_FILE = re.compile(r"^(chunks|terms|vectors|sentences|bm25|dense)\.(\d+)(\.jsonl|\.txt|\.npy|\.faiss)?$")
+GENERATION_FILE = re.compile(r"^(chunks|terms|vectors|sentences|rows|bm25|dense)\.(\d+)(\.jsonl|\.txt|\.npy|\.faiss)?$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class FileEntry:
     page_starts: tuple[int, ...] = ()
     extractor: str = ""
     notes: tuple[str, ...] = ()
+    row: int = -1  # its first chunk row in the generation (its rows are consecutive); -1 before it is written
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Manifest:
     chunk_count: int
     updated: float
     bm25: dict[str, object] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION  # as read; always written as FORMAT_VERSION
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -58,32 +63,35 @@ class Manifest:
             "chunk_count": self.chunk_count,
             "updated": self.updated,
             "files": {s: {"sha256": f.sha256, "bytes": f.bytes, "chunks": f.chunks, "text_sha256": f.text_sha256,
-                          "page_starts": list(f.page_starts), "extractor": f.extractor, "notes": list(f.notes)}
+                          "page_starts": list(f.page_starts), "extractor": f.extractor, "notes": list(f.notes), "row": f.row}
                       for s, f in sorted(self.files.items())},
         }
 
     @staticmethod
     def from_json(data: dict) -> Manifest:
         files = {s: FileEntry(f["sha256"], f["bytes"], f["chunks"], f["text_sha256"], tuple(f.get("page_starts", ())),
-                              f.get("extractor", ""), tuple(f.get("notes", ())))
+                              f.get("extractor", ""), tuple(f.get("notes", ())), f.get("row", -1))
                  for s, f in data["files"].items()}
         return Manifest(data["generation"], data["model"], dict(data["settings"]), files, data["chunk_count"],
-                        data.get("updated", 0.0), dict(data["bm25"]))
+                        data.get("updated", 0.0), dict(data["bm25"]), data["format_version"])
 
 
 @dataclass
 class IndexData:
-    """A loaded index: chunks and vectors share row numbers; the FAISS and BM25 indexes are built over them."""
+    """An open index: chunks and vectors share row numbers; the FAISS and BM25 indexes are built over them. The
+    chunk rows, vectors and sentence vectors stay on disk (mapped) and are read row by row."""
 
     path: Path
     manifest: Manifest
-    chunks: list[Chunk]
+    chunks: Sequence[Chunk]  # a ChunkTable on disk; a list where a benchmark assembles one in memory
     vectors: np.ndarray
     dense: DenseIndex | None  # None where only the rows are needed (an indexer copying them)
     bm25: KeywordIndex | None
     # One row per sentence of every chunk, in chunk order (float16), and each chunk's (start, stop) in them.
     sentence_vectors: np.ndarray
     sentence_rows: np.ndarray
+    # Each document's rows, consecutive: (first row, number of rows).
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     _keyword_memo: tuple[tuple[str, ...] | None, np.ndarray] = field(
         default=(None, np.zeros(0, dtype=np.float32)), repr=False)
 
@@ -91,24 +99,22 @@ class IndexData:
         start, stop = self.sentence_rows[row]
         return self.sentence_vectors[start:stop]
 
-    @functools.cached_property
-    def source_rows(self) -> dict[str, list[int]]:
-        """Each document's chunk rows, found once: citing a passage's context must not scan every chunk."""
-        rows: dict[str, list[int]] = {}
-        for row, chunk in enumerate(self.chunks):
-            rows.setdefault(chunk.source, []).append(row)
-        return rows
+    def source_rows(self, source: str) -> range:
+        first, count = self.ranges.get(source, (0, 0))
+        return range(first, first + count)
 
     def chunk_at(self, source: str, offset: int) -> Chunk | None:
         """The first chunk of `source` that holds the character at `offset` (chunks overlap)."""
-        return next((self.chunks[r] for r in self.source_rows.get(source, ())
-                     if self.chunks[r].start <= offset < self.chunks[r].end), None)
+        rows = self.source_rows(source)
+        if isinstance(self.chunks, ChunkTable):
+            return self.chunks.first_holding(rows, offset)
+        return next((self.chunks[r] for r in rows if self.chunks[r].start <= offset < self.chunks[r].end), None)
 
     def document_text(self, source: str) -> str:
         entry = self.manifest.files[source]
         return (self.path / "docs" / f"{entry.text_sha256}.txt").read_text(encoding="utf-8", errors="surrogatepass")
 
-    # The reading seam (qa/index/protocol.py): the folder index answers from memory.
+    # The reading seam (qa/index/protocol.py): the folder index answers from memory and mapped files.
     @property
     def size(self) -> int:
         return len(self.chunks)
@@ -153,14 +159,15 @@ class IndexData:
         return [self.chunk_sentence_vectors(r) for r in rows]
 
     def first_rows(self, sources: list[str]) -> dict[str, int]:
-        return {s: self.source_rows[s][0] for s in sources if self.source_rows.get(s)}
+        return {s: self.ranges[s][0] for s in sources if self.ranges.get(s, (0, 0))[1]}
 
     def document_chunks(self, source: str) -> list[Chunk]:
-        return [self.chunks[r] for r in self.source_rows.get(source, ())]
+        return self.chunks_at(list(self.source_rows(source)))
 
     def documents_by_size(self) -> Iterator[tuple[str, list[Chunk]]]:
-        for source, rows in sorted(self.source_rows.items(), key=lambda item: (-len(item[1]), item[0])):
-            yield source, [self.chunks[r] for r in rows]
+        for source, (_, count) in sorted(self.ranges.items(), key=lambda item: (-item[1][1], item[0])):
+            if count:
+                yield source, self.document_chunks(source)
 
 
 def read_manifest(path: Path) -> Manifest | None:
@@ -171,7 +178,7 @@ def read_manifest(path: Path) -> Manifest | None:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise IndexCorruptError(f"{file} is unreadable ({exc}): rebuild with `qa index --rebuild --index {path}`") from None
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") not in READABLE_FORMATS:
         raise IndexMismatchError(f"the index at {path} has format {data.get('format_version')}, this qa reads "
                                  f"{FORMAT_VERSION}: rebuild it with `qa index --rebuild --index {path}`")
     return Manifest.from_json(data)
@@ -207,37 +214,38 @@ def read_index(path: Path, searchable: bool = True) -> IndexData:
 
 def _read_generation(path: Path, manifest: Manifest, searchable: bool) -> IndexData:
     gen = manifest.generation
-    chunks = []
-    with open(path / f"chunks.{gen}.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            chunks.append(Chunk(row["id"], row["source"], row["start"], row["end"], row["text"], row["page"],
-                                row["line"], tuple(tuple(s) for s in row["sentences"]), row.get("context", ""),
-                                row.get("page_label")))
+    rebuild = f"rebuild it with `qa index --rebuild --index {path}`"
+    chunk_file = path / f"chunks.{gen}.jsonl"
+    if manifest.format_version >= 3:
+        try:
+            table = np.load(path / f"rows.{gen}.npy", allow_pickle=False)
+        except ValueError as exc:
+            raise IndexCorruptError(f"the row table of the index at {path} is damaged ({exc}): {rebuild}") from None
+        ranges = {s: (f.row, f.chunks) for s, f in manifest.files.items() if f.chunks}
+        if table.ndim != 2 or table.shape[1:] != (2,) or any(f < 0 or f + n > len(table) for f, n in ranges.values()):
+            raise IndexCorruptError(f"the row table of the index at {path} does not match its manifest: {rebuild}")
+    else:
+        try:
+            table, ranges = parse_rows(chunk_file)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IndexCorruptError(f"chunk rows of the index at {path} are damaged ({exc}): {rebuild}") from None
+    chunks = ChunkTable(chunk_file, table[:, 0])
     try:
         # Mapped when only copied (by an indexer) or when an HNSW graph holds its own copy for searching.
         mapped = not searchable or DenseIndex.approximate(manifest.chunk_count)
         vectors = np.load(path / f"vectors.{gen}.npy", allow_pickle=False, mmap_mode="r" if mapped else None)
-    except ValueError as exc:
-        raise IndexCorruptError(f"vectors of the index at {path} are damaged ({exc}): rebuild with "
-                                f"`qa index --rebuild --index {path}`") from None
-    try:
         sentence_vectors = np.load(path / f"sentences.{gen}.npy", allow_pickle=False, mmap_mode="r")
     except ValueError as exc:
-        raise IndexCorruptError(f"sentence vectors of the index at {path} are damaged ({exc}): rebuild with "
-                                f"`qa index --rebuild --index {path}`") from None
-    counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+        raise IndexCorruptError(f"vectors of the index at {path} are damaged ({exc}): {rebuild}") from None
+    counts = table[:, 1]
     ends = np.cumsum(counts)
-    sentence_rows = np.stack([ends - counts, ends], axis=1) if len(chunks) else np.zeros((0, 2), dtype=np.int64)
+    sentence_rows = np.stack([ends - counts, ends], axis=1)
     if len(sentence_vectors) != (ends[-1] if len(ends) else 0):
-        raise IndexCorruptError(f"the sentence vectors of the index at {path} do not match its chunks: rebuild "
-                                f"it with `qa index --rebuild --index {path}`")
+        raise IndexCorruptError(f"the sentence vectors of the index at {path} do not match its chunks: {rebuild}")
     if len(vectors) != len(chunks) or len(chunks) != manifest.chunk_count:
-        raise IndexCorruptError(f"the index at {path} is inconsistent: rebuild with `qa index --rebuild --index {path}`")
+        raise IndexCorruptError(f"the index at {path} is inconsistent: {rebuild}")
     if not (path / f"bm25.{gen}").is_dir():
         raise FileNotFoundError(path / f"bm25.{gen}")
     dense = DenseIndex.load(path / f"dense.{gen}.faiss", vectors) if searchable else None
     bm25 = KeywordIndex.load(path / f"bm25.{gen}") if searchable else None
-    return IndexData(path, manifest, chunks, vectors, dense, bm25, sentence_vectors, sentence_rows)
-
-
+    return IndexData(path, manifest, chunks, vectors, dense, bm25, sentence_vectors, sentence_rows, ranges)

@@ -111,8 +111,11 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         embedding.finish()
         if old_data is not None:  # the rows of files that did not change, copied after the new ones
             kept = {s for s, e in entries.items() if e is old.files.get(s)} | reused
-            writer.copy_rows(old_data, np.fromiter((c.source in kept for c in old_data.chunks), bool,
-                                                   len(old_data.chunks)))
+            keep = np.zeros(len(old_data.chunks), dtype=bool)
+            for source in kept:
+                rows = old_data.source_rows(source)
+                keep[rows.start : rows.stop] = True
+            writer.copy_rows(old_data, keep)
         embedder = embedding.embedder
         dim = embedder.dim if embedder else int(old.model.get("dim", 0)) if old else 0
         manifest = Manifest(

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from qa.errors import IndexLockedError, QAError
 from qa.records import Chunk
 from qa.index.dense import DenseIndex
 from qa.index.keyword import bm25_from_terms, bm25_tokenize
+from qa.index.rows import chunk_line
 from qa.index.store import GENERATION_FILE, MANIFEST, IndexData, Manifest, read_manifest
 
 # A fixed-size .npy header, written last: rows are appended before their count is known.
@@ -34,12 +35,6 @@ class Mark:
 
 def _tokenizer(bm25: dict[str, object]) -> tuple[object, object]:
     return bm25.get("stemmer"), bm25.get("stopwords")
-
-
-def chunk_line(c: Chunk) -> str:
-    return json.dumps({"id": c.id, "source": c.source, "start": c.start, "end": c.end, "page": c.page, "line": c.line,
-                       "sentences": c.sentences, "text": c.text, "context": c.context,
-                       **({"page_label": c.page_label} if c.page_label else {})}, ensure_ascii=False) + "\n"
 
 
 class _RowFile:
@@ -85,16 +80,19 @@ class GenerationWriter:
         self.bm25 = bm25  # the tokenizer the new generation's terms are made with
         self.gen = next_generation(path)
         self.rows = self.sentence_rows = 0
+        self.first_rows: dict[str, int] = {}  # each file's first row (a file's rows are consecutive)
         self._opened = False
 
     def _open(self) -> None:
         if not self._opened:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._chunks = open(self.path / f"chunks.{self.gen}.jsonl", "w", encoding="utf-8")
+            self._chunks = open(self.path / f"chunks.{self.gen}.jsonl", "wb")
             self._terms = open(self.path / f"terms.{self.gen}.txt", "w", encoding="utf-8")
             self._vectors = _RowFile(self.path / f"vectors.{self.gen}.npy", np.float32)
             # float16 halves the largest file; a sentence's cosine moves by about 1e-3, far below any score gap.
             self._sentences = _RowFile(self.path / f"sentences.{self.gen}.npy", np.float16)
+            # Each row's (line bytes, sentences): opening the index finds any row without reading the others.
+            self._table = _RowFile(self.path / f"rows.{self.gen}.npy", np.int64)
             self._opened = True
 
     def mark(self) -> Mark:
@@ -105,7 +103,12 @@ class GenerationWriter:
     def add_rows(self, chunks: list[Chunk]) -> None:
         """Chunk rows and their BM25 terms (tokenised here, while the model embeds earlier rows)."""
         self._open()
-        self._chunks.write("".join(chunk_line(c) for c in chunks))
+        lines = [chunk_line(c).encode("utf-8") for c in chunks]
+        self._chunks.write(b"".join(lines))
+        self._table.append(np.array([(len(line), len(c.sentences)) for line, c in zip(lines, chunks)],
+                                    dtype=np.int64).reshape(-1, 2))
+        for row, c in enumerate(chunks, self.rows):
+            self.first_rows.setdefault(c.source, row)
         self._terms.write("".join(" ".join(t) + "\n" for t in bm25_tokenize([c.index_text for c in chunks],
                                                                              self.bm25)))
         self.rows += len(chunks)
@@ -119,6 +122,8 @@ class GenerationWriter:
             handle.flush()
             handle.truncate(size)
             handle.seek(size)
+        self._table.truncate(mark.rows)
+        self.first_rows = {s: r for s, r in self.first_rows.items() if r < mark.rows}
         self.rows, self.sentence_rows = mark.rows, mark.sentence_rows
 
     def add_vectors(self, vectors: np.ndarray, sentence_vectors: np.ndarray) -> None:
@@ -138,7 +143,7 @@ class GenerationWriter:
         self._open()
         gen = old.manifest.generation
         terms_file = old.path / f"terms.{gen}.txt"
-        with open(old.path / f"chunks.{gen}.jsonl", encoding="utf-8") as lines:
+        with open(old.path / f"chunks.{gen}.jsonl", "rb") as lines:
             self._chunks.writelines(line for line, wanted in zip(lines, keep) if wanted)
         if _tokenizer(old.manifest.bm25) == _tokenizer(self.bm25):
             with open(terms_file, encoding="utf-8") as lines:
@@ -146,9 +151,17 @@ class GenerationWriter:
         else:  # the tokenizer changed: the kept chunks are tokenized again (nothing is embedded)
             kept = [old.chunks[row].index_text for row in np.flatnonzero(keep)]
             self._terms.writelines(" ".join(t) + "\n" for t in bm25_tokenize(kept, self.bm25))
-        for begin in range(0, len(keep), _COPY_ROWS):
-            self._vectors.append(np.asarray(old.vectors[begin : begin + _COPY_ROWS][keep[begin : begin + _COPY_ROWS]]))
         counts = np.diff(old.sentence_rows, axis=1)[:, 0]
+        line_bytes = np.diff(old.chunks.ends, prepend=0)
+        new_rows = self.rows + np.cumsum(keep) - 1
+        for source, (first, count) in old.ranges.items():
+            if count and keep[first]:
+                self.first_rows[source] = int(new_rows[first])
+        for begin in range(0, len(keep), _COPY_ROWS):
+            block = keep[begin : begin + _COPY_ROWS]
+            self._vectors.append(np.asarray(old.vectors[begin : begin + _COPY_ROWS][block]))
+            self._table.append(np.stack([line_bytes[begin : begin + _COPY_ROWS], counts[begin : begin + _COPY_ROWS]],
+                                        axis=1)[block])
         sentence_keep = np.repeat(keep, counts)
         for begin in range(0, len(sentence_keep), _COPY_ROWS):
             block = sentence_keep[begin : begin + _COPY_ROWS]
@@ -162,12 +175,18 @@ class GenerationWriter:
         if manifest.generation != self.gen or not manifest.chunk_count == self.rows == self._vectors.rows:
             raise ValueError(f"generation {self.gen} has {self.rows} chunk rows and {self._vectors.rows} vector "
                              f"rows; the manifest says {manifest.chunk_count}")
+        missing = [s for s, f in manifest.files.items() if f.chunks and s not in self.first_rows]
+        if missing:
+            raise ValueError(f"no rows were written for {', '.join(missing[:3])}")
+        manifest = replace(manifest, files={s: replace(f, row=self.first_rows.get(s, -1) if f.chunks else -1)
+                                            for s, f in manifest.files.items()})
         for handle in (self._chunks, self._terms):
             _sync(handle)
             handle.close()
         dim = int(manifest.model.get("dim", 0))
         self._vectors.close(dim)
         self._sentences.close(dim)
+        self._table.close(2)
         self._opened = False
         path, gen = self.path, self.gen
         if DenseIndex.approximate(self.rows):  # built once here, not at every start: minutes at a million
@@ -189,10 +208,11 @@ class GenerationWriter:
     def discard(self) -> None:
         """Close and delete this generation's files (nothing changed, or the run failed)."""
         if self._opened:
-            for handle in (self._chunks, self._terms, self._vectors.handle, self._sentences.handle):
+            for handle in (self._chunks, self._terms, self._vectors.handle, self._sentences.handle,
+                           self._table.handle):
                 handle.close()
             for name in (f"chunks.{self.gen}.jsonl", f"terms.{self.gen}.txt", f"vectors.{self.gen}.npy",
-                         f"sentences.{self.gen}.npy"):
+                         f"sentences.{self.gen}.npy", f"rows.{self.gen}.npy"):
                 (self.path / name).unlink(missing_ok=True)
             self._opened = False
 
