@@ -91,11 +91,16 @@ def test_an_index_of_format_2_is_read_and_written_again_as_3(built, fake_embedde
     data = read_index(s.index_dir)
     assert list(data.chunks) == before and data.document_chunks("long.txt") == [c for c in before
                                                                                 if c.source == "long.txt"]
-    (docs / "new.txt").write_text("A new note about lighthouses.", encoding="utf-8")
-    assert index_paths([docs], s, embedder=fake_embedder).added == ("new.txt",)
+    fake_embedder.calls.clear()
+    generation = manifest["generation"]
+    report = index_paths([docs], s, embedder=fake_embedder)  # nothing changed: written again, nothing embedded
+    assert not report.added and not report.changed and fake_embedder.calls == []
     manifest = json.loads((s.index_dir / MANIFEST).read_text())
-    assert manifest["format_version"] == 3 and (s.index_dir / f"rows.{manifest['generation']}.npy").is_file()
+    assert manifest["generation"] > generation and manifest["format_version"] == 3 and (s.index_dir / f"rows.{manifest['generation']}.npy").is_file()
+    assert _every_row(s) == before
     _check_rows(s)
+    index_paths([docs], s, embedder=fake_embedder)  # now current: nothing is written
+    assert json.loads((s.index_dir / MANIFEST).read_text())["generation"] == manifest["generation"]
 
 
 def test_an_old_generation_stays_readable_after_a_new_one_replaces_it(built, fake_embedder):

@@ -18,7 +18,7 @@ from qa.errors import EmptyCorpusError, UnreadableFileError
 from qa.loaders import (SUPPORTED_EXTENSIONS, SourceFile, discover, extractor, file_sha256, load, reading,
                         stream_text, streams)
 from qa.records import Chunk, FileFailure, IndexReport
-from qa.index.store import FileEntry, Manifest, check_compatible, read_index, read_manifest
+from qa.index.store import FORMAT_VERSION, FileEntry, Manifest, check_compatible, read_index, read_manifest
 from qa.index.writer import GenerationWriter, Mark, TextFile, lock, save_text
 
 # progress(stage, done, total): stage is "read" (files) or "embed" (chunks).
@@ -101,7 +101,9 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         removed = sorted(set(old.files) - set(entries)) if old else []
 
         bm25_changed = old is not None and old.bm25 != settings.bm25_settings()
-        if old is not None and not (added or changed or removed or bm25_changed or reused):
+        # An older format is written again as the current one, its rows copied: nothing is embedded.
+        upgrade = old is not None and old.format_version != FORMAT_VERSION
+        if old is not None and not (added or changed or removed or bm25_changed or reused or upgrade):
             return IndexReport(str(path), unchanged=tuple(unchanged), failed=tuple(failed), skipped=tuple(skipped),
                                total_chunks=old.chunk_count, seconds=time.perf_counter() - began,
                                backend=str(wanted["backend"]), backend_reason=why)
