@@ -124,7 +124,9 @@ def _trial(backend: str, model_path: str, name: str, cache_dir: Path, chunks: li
         times.append((time.perf_counter() - t) * 1000)
     cosine = 1.0
     if reference is not None:
-        cosine = float(min((done * reference[0][: len(done)]).sum(axis=1).min(),
+        # The chunks both embedded: either may have been cut short by the time limit (a busy machine).
+        both = min(len(done), len(reference[0]))
+        cosine = float(min((done[:both] * reference[0][:both]).sum(axis=1).min(),
                            (asked * reference[1]).sum(axis=1).min()))
     return Trial(backend, round(len(done) / spent, 1), round(float(np.median(times)), 2), round(cosine, 4),
                  round(load, 2)), (done, asked)

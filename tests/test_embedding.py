@@ -154,6 +154,24 @@ def test_auto_measures_the_backends_once_and_keeps_the_fastest_that_agrees(setti
     assert again == choice and len(list((cache / "backend-choice").glob("*.json"))) == 1
 
 
+def test_a_reference_cut_short_by_the_time_limit_is_compared_on_the_chunks_both_embedded(settings, tmp_path):
+    # On a busy machine torch (the reference) may embed fewer chunks in its time than a faster backend.
+    from qa.backends import _trial, trial_texts
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "openvino").symlink_to(settings.cache_dir / "openvino")
+    chunks, questions = trial_texts()
+    trial, (done, asked) = _trial("openvino", settings.model_path, settings.model_name, cache, chunks, questions, None)
+    assert len(done) == len(chunks) == 48
+    short = (done[:16], asked)
+    again, _ = _trial("openvino", settings.model_path, settings.model_name, cache, chunks, questions, short)
+    assert not again.error and again.min_cosine >= 0.999
+    flipped = (short[0][::-1].copy(), asked)  # rows that do not match: the comparison must see it
+    assert _trial("openvino", settings.model_path, settings.model_name, cache, chunks, questions,
+                  flipped)[0].min_cosine < 0.9
+
+
 def test_the_rule_keeps_only_agreeing_backends_and_breaks_near_ties_on_question_time():
     from qa.backends import Trial, decide
 
