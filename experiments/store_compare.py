@@ -29,8 +29,9 @@ from qa.citations import cite  # noqa: E402
 from qa.config import Settings  # noqa: E402
 from qa.evaluation import evaluate, load_beir, p50_p95  # noqa: E402
 from qa.index.keyword import bm25_tokenize  # noqa: E402
-from qa.index.pgsync import index_into_postgres  # noqa: E402
-from qa.index.postgres import PostgresIndex, StoreAddress, connect, meta_rows, schema_sql, vector_text  # noqa: E402
+from qa.index.pgsync import GRAPH_ROWS, index_into_postgres  # noqa: E402
+from qa.index.postgres import (PostgresIndex, StoreAddress, connect, graph_sql, meta_rows, schema_sql,  # noqa: E402
+                               vector_text)
 from qa.index.store import read_index  # noqa: E402
 from qa.index.sync import index_paths  # noqa: E402
 from qa.retrieval import Searcher  # noqa: E402
@@ -66,7 +67,6 @@ def fill(url: str, name: str, base, vectors: np.ndarray) -> PostgresIndex:
     dim = vectors.shape[1]
     for statement in schema_sql(name, dim):
         conn.execute(statement)
-    conn.execute(f"DROP INDEX {name}.chunks_embedding")  # built once after the load, not row by row
     with conn.cursor() as cur:
         cur.executemany(f"INSERT INTO {name}.meta VALUES (%s, %s::jsonb)",
                         meta_rows(base.manifest.model, base.manifest.settings, base.manifest.bm25))
@@ -103,8 +103,9 @@ def fill(url: str, name: str, base, vectors: np.ndarray) -> PostgresIndex:
         conn.execute(f"INSERT INTO {name}.terms SELECT term, count(*) FROM {name}.postings GROUP BY 1")
         conn.execute(f"UPDATE {name}.totals SET chunks = (SELECT count(*) FROM {name}.chunks), length = "
                      f"(SELECT sum(length) FROM {name}.chunks), version = 1")
-    conn.execute("SET maintenance_work_mem = '4GB'")
-    conn.execute(f"CREATE INDEX chunks_embedding ON {name}.chunks USING hnsw (embedding vector_cosine_ops)")
+    if size > GRAPH_ROWS:  # as `qa index` does: exact search below
+        conn.execute("SET maintenance_work_mem = '4GB'")
+        conn.execute(graph_sql(name))
     conn.execute(f"VACUUM ANALYZE {name}.chunks")
     conn.execute(f"VACUUM ANALYZE {name}.postings")
     conn.close()

@@ -151,7 +151,12 @@ def test_hnsw_search_never_returns_fewer_than_k(tmp_path, postgres, fake_embedde
         (folder / f"n{i:03d}.txt").write_text("\n\n".join(f"Note {i}.{j} mentions item {i * 10 + j} and colour "
                                                           f"{(i + j) % 17}." for j in range(8)))
     settings = Settings(store=new_store(postgres), chunk_tokens=24, overlap_tokens=0, title_context=False)
-    index_into([folder], settings, embedder=fake_embedder)
+    index_into([folder / "n000.txt"], settings, embedder=fake_embedder)
+    small = open_store(settings)  # exact search below GRAPH_ROWS: no graph, and k rows whatever k
+    assert small.conn.execute(f"SELECT to_regclass('{small.name}.chunks_embedding')").fetchone()[0] is None
+    assert len(small.nearest(fake_embedder.encode(["item 3"])[0], 5)) == min(5, small.size)
+    small.close()
+    index_into([folder], settings, embedder=fake_embedder)  # past GRAPH_ROWS: the graph is built, in one go
     reader = open_store(settings)
     assert reader.size >= 2000
     query = fake_embedder.encode(["item 1234 colour 5"])[0]

@@ -93,7 +93,6 @@ def schema_sql(name: str, dim: int) -> list[str]:
             line int NOT NULL, sentences int[] NOT NULL, context text NOT NULL, page_label text,
             length int NOT NULL, embedding vector({dim}) NOT NULL, sentence_vectors bytea NOT NULL)""",
         f"CREATE INDEX IF NOT EXISTS chunks_source ON {name}.chunks (source, seq)",
-        f"CREATE INDEX IF NOT EXISTS chunks_embedding ON {name}.chunks USING hnsw (embedding vector_cosine_ops)",
         # BM25: one row per term of each chunk (our tokenizer's terms, so the scores equal the folder index's),
         # document frequencies and totals, all kept in step with the chunks in the same transactions.
         # `impact` is the posting's BM25 term-frequency part with the average length at write time: it orders a
@@ -106,6 +105,11 @@ def schema_sql(name: str, dim: int) -> list[str]:
             chunks bigint NOT NULL, length bigint NOT NULL, version bigint NOT NULL, updated double precision)""",
         f"INSERT INTO {name}.totals VALUES (true, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
     ]
+
+
+def graph_sql(name: str) -> str:
+    """The HNSW graph over the chunks' vectors: built once an index outgrows exact search (pgsync.GRAPH_ROWS)."""
+    return f"CREATE INDEX IF NOT EXISTS chunks_embedding ON {name}.chunks USING hnsw (embedding vector_cosine_ops)"
 
 
 def read_meta(conn, name: str) -> dict[str, object] | None:
