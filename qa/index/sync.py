@@ -19,7 +19,8 @@ from qa.loaders import (SUPPORTED_EXTENSIONS, SourceFile, discover, extractor, f
                         stream_text, streams)
 from qa.records import Chunk, FileFailure, IndexReport
 from qa.index.store import FORMAT_VERSION, FileEntry, Manifest, check_compatible, read_index, read_manifest
-from qa.index.writer import GenerationWriter, Mark, TextFile, lock, save_text
+from qa.index.files import TextFile, save_text
+from qa.index.writer import GenerationWriter, Mark, lock
 
 # progress(stage, done, total): stage is "read" (files) or "embed" (chunks).
 IndexProgress = Callable[[str, int, int], None]

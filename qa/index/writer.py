@@ -1,7 +1,6 @@
 """Store stage, writing side: a new generation's files streamed to disk as rows arrive, then committed atomically."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from qa.errors import IndexLockedError, QAError
 from qa.records import Chunk
 from qa.index.dense import DenseIndex
 from qa.index.keyword import bm25_from_terms, bm25_tokenize
+from qa.index.files import flush, flush_folder, write_atomic
 from qa.index.rows import chunk_line
 from qa.index.store import GENERATION_FILE, MANIFEST, IndexData, Manifest, read_manifest
 
@@ -67,7 +67,7 @@ class _RowFile:
         body = header.ljust(_HEADER_BYTES - 11) + "\n"
         self.handle.seek(0)
         self.handle.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1"))
-        _sync(self.handle)
+        flush(self.handle)
         self.handle.close()
 
 
@@ -181,7 +181,7 @@ class GenerationWriter:
         manifest = replace(manifest, files={s: replace(f, row=self.first_rows.get(s, -1) if f.chunks else -1)
                                             for s, f in manifest.files.items()})
         for handle in (self._chunks, self._terms):
-            _sync(handle)
+            flush(handle)
             handle.close()
         dim = int(manifest.model.get("dim", 0))
         self._vectors.close(dim)
@@ -199,10 +199,10 @@ class GenerationWriter:
         shutil.rmtree(bm25_dir, ignore_errors=True)
         bm25_from_terms(path / f"terms.{gen}.txt", manifest.bm25).save(str(bm25_dir))
         for file in bm25_dir.iterdir():
-            _sync_path(file)
-        _sync_path(path)
+            flush_folder(file)
+        flush_folder(path)
         os.sync()  # every file above and the document texts, flushed once before the manifest names them
-        _write_atomic(path / MANIFEST, json.dumps(manifest.to_json(), indent=1, ensure_ascii=False).encode())
+        write_atomic(path / MANIFEST, json.dumps(manifest.to_json(), indent=1, ensure_ascii=False).encode())
         collect_garbage(path, manifest)
 
     def discard(self) -> None:
@@ -215,46 +215,6 @@ class GenerationWriter:
                          f"sentences.{self.gen}.npy", f"rows.{self.gen}.npy"):
                 (self.path / name).unlink(missing_ok=True)
             self._opened = False
-
-
-class TextFile:
-    """A document's extracted text written block by block, kept under its hash once complete."""
-
-    def __init__(self, path: Path) -> None:
-        self.docs = path / "docs"
-        self.docs.mkdir(parents=True, exist_ok=True)
-        self.temp = self.docs / f"incoming.{os.getpid()}.tmp"
-        self.handle = open(self.temp, "wb")
-        self.digest = hashlib.sha256()
-
-    def write(self, text: str) -> None:
-        data = text.encode("utf-8", "surrogatepass")
-        self.digest.update(data)
-        self.handle.write(data)
-
-    def commit(self) -> str:
-        """Keep the text as docs/<sha256>.txt (not flushed here: `commit` flushes everything at once)."""
-        self.handle.close()
-        sha = self.digest.hexdigest()
-        os.replace(self.temp, self.docs / f"{sha}.txt")
-        return sha
-
-    def discard(self) -> None:
-        self.handle.close()
-        self.temp.unlink(missing_ok=True)
-
-
-def save_text(path: Path, text: str) -> str:
-    """Keep a document's extracted text under its hash (for context and citations); returns the hash."""
-    data = text.encode("utf-8", "surrogatepass")
-    sha = hashlib.sha256(data).hexdigest()
-    target = path / "docs" / f"{sha}.txt"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Not flushed one by one (two fsyncs per file dominated indexing many small files): the commit flushes
-        # everything once before the manifest that refers to these texts is written.
-        _write_atomic(target, data, sync=False)
-    return sha
 
 
 def next_generation(path: Path) -> int:
@@ -293,27 +253,3 @@ def lock(path: Path, timeout: float = 0.0):  # -> filelock.FileLock, entered
         raise IndexLockedError(f"another `qa index` is writing to {path}: wait for it to finish, "
                                "or pass --wait SECONDS") from None
     return handle
-
-
-def _write_atomic(target: Path, data: bytes, sync: bool = True) -> None:
-    temp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        if sync:
-            _sync(handle)
-    os.replace(temp, target)
-    if sync:
-        _sync_path(target.parent)
-
-
-def _sync(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _sync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
