@@ -14,7 +14,7 @@ import numpy as np
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from qa.index.dense import DenseIndex
 from qa.index.keyword import KeywordIndex
-from qa.index.rows import ChunkTable, parse_rows
+from qa.index.rows import ChunkTable, first_holding, parse_rows
 from qa.records import Chunk
 
 # 2: reader versions per file, the BM25 tokenizer and title context always recorded, sentence vectors required.
@@ -105,10 +105,7 @@ class IndexData:
 
     def chunk_at(self, source: str, offset: int) -> Chunk | None:
         """The first chunk of `source` that holds the character at `offset` (chunks overlap)."""
-        rows = self.source_rows(source)
-        if isinstance(self.chunks, ChunkTable):
-            return self.chunks.first_holding(rows, offset)
-        return next((self.chunks[r] for r in rows if self.chunks[r].start <= offset < self.chunks[r].end), None)
+        return first_holding(self.chunks, self.source_rows(source), offset)
 
     def document_text(self, source: str) -> str:
         entry = self.manifest.files[source]
