@@ -51,7 +51,8 @@ _AUTHOR_QUESTION = re.compile(r"\bwho\b.*\b(?:wrote|write|writes|written|authore
 _NAME = r"(?:[A-Z][a-zà-ÿ'’-]+|[A-Z]\.)"
 _PERSON = rf"{_NAME}(?:[ \t]+{_NAME}){{1,3}}"
 _MARKS = r"[ \t∗*+#$†‡\d]*"
-_BY = re.compile(rf"\b(?:[Bb]y|[Ff]rom|[Aa]uthors?:?|[Ww]ritten by)\s+(?:(?:Dr|Prof|Mr|Mrs|Ms)\.?\s+)?{_PERSON}")
+_BY = re.compile(rf"\b(?:[Bb]y|[Ff]rom|[Aa]uthors?(?:\(s\))?:?|[Ww]ritten by)\s+(?:(?:Dr|Prof|Mr|Mrs|Ms)\.?\s+)?"
+                 rf"{_PERSON}")
 _NAME_LINE = re.compile(rf"^[ \t]*{_PERSON}{_MARKS}(?:(?:,|\band\b){_MARKS}\s*{_PERSON}{_MARKS})*,?[ \t]*$",
                         re.MULTILINE)
 BYLINE_ZONE = 1000  # characters from a document's start where its author is named
@@ -106,12 +107,16 @@ def asks_author(question: str) -> bool:
 
 def byline(text: str, start: int) -> tuple[int, int] | None:
     """The span of an author's byline in a sentence at `start` near its document's start, after the title line:
-    the sentence for "A message from Chiu Hui-Li" or "By Jane Doe", the line for a line of names ("Mohammad
-    Chuttur", "Andreas Gal, Brendan Eich")."""
+    the line for "A message from Chiu Hui-Li", "By Jane Doe" or "Original author(s) Andreas Gal", and for a line
+    of names ("Mohammad Chuttur", "Andreas Gal, Brendan Eich")."""
     if start >= BYLINE_ZONE:
         return None
-    if start > 0 and _BY.search(text):
-        return start, start + len(text)
+    found = _BY.search(text)
+    if found and (start > 0 or "\n" in text[: found.start()]):  # not in the title line
+        # Its line: a "sentence" of a PDF's first page or an infobox runs over many.
+        first = text.rfind("\n", 0, found.start()) + 1
+        last = text.find("\n", found.end())
+        return start + first, start + (len(text) if last < 0 else last)
     for line in _NAME_LINE.finditer(text):
         if start + line.start() > 0:
             begin = start + line.start() + len(line.group()) - len(line.group().lstrip())

@@ -31,6 +31,10 @@ def test_question_kind(question, kind):
     ("Mohammad Chuttur", 120, "Mohammad Chuttur"),
     ("Andreas Gal∗+, Brendan Eich∗\n, Mike Shaver∗", 70, "Andreas Gal∗+, Brendan Eich∗"),
     ("By Jane Doe", 40, "By Jane Doe"),
+    ("By Jane Doe", 0, None),  # the document's title line
+    # an infobox: the author's label, not the "License Apache" line of two capitalised words below it
+    ("PDF.js\nOriginal author(s) Andreas Gal\nDeveloper(s) Mozilla\nLicense Apache\nLicense 2.0", 0,
+     "Original author(s) Andreas Gal"),
     # a title, then the author's line, then the affiliation, all one "sentence" of a PDF's first page
     ("Overview of the Technology Acceptance Model\nMohammad Chuttur\nIndiana University, USA", 0, "Mohammad Chuttur"),
     ("From the section US & Canada", 60, None),  # a news site's menu, not an author
