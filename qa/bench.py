@@ -198,6 +198,9 @@ def bench(data: Path | None, settings: Settings, files: int = 1000, sizes: tuple
         result["ingest"] = ingest(dataset, work, settings, files, say)
         say("start-up: a new process answering from the built index")
         result["startup"] = startup(work / "index", questions[0])
+        if not sizes:
+            result["query"] = []
+            return result
         # The real base for the query sizes: more of the dataset, added incrementally to the same index.
         needed = max(sizes[0], 1)
         count = files

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from qa.config import MODES, Settings, is_database
-from qa.errors import QAError
+from qa.errors import QAError, SettingsError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -165,7 +165,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from qa.bench import bench, dumps, to_text
 
     say = (lambda _: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    sizes = tuple(int(s) for s in args.sizes.split(","))
+    try:  # "" measures no query sizes: the ingest alone
+        sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
+    except ValueError:
+        raise SettingsError(f"--sizes takes index sizes in chunks, comma-separated (10000,100000), "
+                            f"not {args.sizes!r}") from None
     result = bench(Path(args.data) if args.data else None, _settings(args), args.files, sizes, say)
     print(dumps(result) if args.json else to_text(result))
     return 0
@@ -235,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure ingest speed, query latency by index size, re-index and start-up")
     p.add_argument("--data", metavar="BEIR_DIR", help="documents and questions (default ../shared/eval/scifact)")
     p.add_argument("--files", type=int, default=1000, help="files in the ingest test (default 1000)")
-    p.add_argument("--sizes", default="10000,100000,1000000", help="index sizes for query latency, in chunks")
+    p.add_argument("--sizes", default="10000,100000,1000000",
+                   help="index sizes for query latency, in chunks (\"\" for none: the ingest alone)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_bench, index=None)
 

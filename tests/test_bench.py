@@ -29,3 +29,9 @@ def test_bench_runs_on_a_small_slice():
     if choice["trials"]:
         timed = {t["backend"]: t for t in choice["trials"] if not t["error"]}
         assert choice["backend"] in timed and all(t["chunks_per_s"] > 0 for t in timed.values())
+
+
+def test_bench_refuses_sizes_that_are_not_numbers():
+    done = subprocess.run([*QA, "bench", "--sizes", "10k"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--sizes takes index sizes in chunks" in done.stderr and "'10k'" in done.stderr
