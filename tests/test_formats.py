@@ -83,6 +83,21 @@ def test_pdf_repeated_content_lines_are_kept(tmp_path):
     assert all(f"Definition {3 * n + 1}" in text for n in range(6))
 
 
+def test_pdf_title_block_repeated_mid_page_is_dropped(tmp_path):
+    # A drawing set: every sheet's title block sits between its notes; a note on half the sheets stays.
+    notes = ["Roof panels are 5V metal.", "Footings rest on compacted gravel.", "Windows are double glazed.",
+             "Stairs rise 7 inches a step.", "Porch posts are cedar.", "Gutters drain to the rain barrel."]
+    pages = ["\n".join([f"Sheet {n} notes", note, "SHEET NO.", f"Panel {n} faces north.",
+                         "ROOF RIDGE" if n % 2 else "EAVE DETAIL", f"Beam {n} is steel.", "VERSION 0.01",
+                         f"Joist {n} spacing is 16 inches.", "02-15-2015", f"End of sheet {n}."])
+             for n, note in enumerate(notes)]
+    make_pdf(tmp_path / "s.pdf", pages)
+    text = _load(tmp_path / "s.pdf").text
+    assert "SHEET NO." not in text and "VERSION 0.01" not in text and "02-15-2015" not in text
+    assert all(note in text for note in notes)
+    assert text.count("ROOF RIDGE") == 3 and text.count("EAVE DETAIL") == 3
+
+
 def test_pdf_garbled_page_is_skipped_and_reported(tmp_path):
     garbage = "".join(chr(c) for c in range(4, 30) if chr(c) not in "\t\n\r\x0b\x0c") * 6
     make_pdf(tmp_path / "g.pdf", ["A readable first page about tidal power.", garbage,

@@ -26,11 +26,15 @@ def _shape(line: str) -> str:
 def drop_furniture(pages: list[str]) -> list[str]:
     """Running heads and footers, page numbers and printer's marks, peeled off the top and bottom of each page:
     lines that carry the page's own number (at the document's usual offset), lines whose shape (numbers aside)
-    stands at the edge of many pages, bare page numbers and rules; and very short lines found on most pages."""
+    stands at the edge of many pages, bare page numbers and rules; very short lines found on many pages, and any
+    line found word for word on two pages of three."""
     filled = sum(1 for p in pages if p.strip())
     if filled < 3:
         return pages
     most = max(3, filled // 3)
+    # The same line on two pages of three, wherever it stands: a drawing set's title block ("SHEET NO.", "VERSION
+    # 0.01", its date) is laid out mid-page. Content seldom repeats word for word on most pages.
+    nearly_all = max(4, -(-2 * filled // 3))
     exact = Counter(line for page in pages for line in {ln.strip() for ln in page.split("\n")} if line)
     split = [[ln for ln in page.split("\n") if not (len(ln.strip()) <= 6 and exact[ln.strip()] >= most)]
              for page in pages]
@@ -86,6 +90,8 @@ def drop_furniture(pages: list[str]) -> list[str]:
         # numbers aside only if this very line stood at the edge of a few pages ("1ST PASS PAGES").
         if not line or len(line) > 120:
             return False
+        if exact[line] >= nearly_all and len(line) <= 80:
+            return True
         shape = _shape(line)
         if (numbered_total[shape] >= most and numbered_hits[shape] >= 0.8 * numbered_total[shape]
                 and at_usual_offset(line, number)):
