@@ -164,15 +164,23 @@ def _tokenizer(stemmer: str, stopwords: str):  # -> (stem, stop words)
 def words(texts: list[str], params: dict[str, object], lowered: list[list[str]] | None = None) -> list[list[str]]:
     """The BM25 tokenizer's terms of each text (lower-cased, stop words out, stemmed), for many short texts at
     once: one stemmer call, not one per sentence. `lowered`: the texts' lower-cased words, if already split."""
-    stem, stop = _tokenizer(str(params.get("stemmer", "")), str(params.get("stopwords", "")))
+    key = (str(params.get("stemmer", "")), str(params.get("stopwords", "")))
+    stem, stop = _tokenizer(*key)
     lowered = lowered if lowered is not None else [_TOKEN.findall(t.lower()) for t in texts]
     split = [[w for w in ws if w not in stop] for ws in lowered]
-    flat = stem([w for ws in split for w in ws])
-    out, at = [], 0
-    for ws in split:
-        out.append(flat[at : at + len(ws)])
-        at += len(ws)
-    return out
+    # Each word is stemmed once per process: a dict lookup costs less than the stemmer's call. A full dict is
+    # replaced, not cleared, so that a thread reading the old one still finds its words.
+    stems = _stems.get(key)
+    if stems is None or len(stems) > _STEMS_KEPT:
+        stems = _stems[key] = {}
+    new = list({w for ws in split for w in ws if w not in stems})
+    if new:
+        stems.update(zip(new, stem(new)))
+    return [[stems[w] for w in ws] for ws in split]
+
+
+_stems: dict[tuple[str, str], dict[str, str]] = {}
+_STEMS_KEPT = 200_000
 
 
 @dataclass(frozen=True)
@@ -198,7 +206,7 @@ class _Sentences:
 
     counts: tuple[Counter[str], ...]  # each sentence's terms with how often they occur
     sizes: tuple[int, ...]  # terms per sentence
-    pairs: tuple[frozenset[tuple[str, str]], ...]
+    tokens: tuple[tuple[str, ...], ...]  # each sentence's terms in order, for the question's word pairs
     capitals: tuple[frozenset[str], ...]  # capitalised words after the first, lower-cased
     fixed: np.ndarray  # per sentence: log_words, short, heading, table_row, document_title, first, question_mark,
     # has_number, has_date, has_amount
@@ -224,7 +232,7 @@ def _sentences(chunk: Chunk, stemmer: str, stopwords: str) -> _Sentences:
     fixed = np.array(rows, dtype=np.float64).reshape(len(texts), 10)
     counts = [Counter(ts) for ts in tokens[:-1]]
     return _Sentences(tuple(counts), tuple(len(ts) for ts in tokens[:-1]),
-                      tuple(frozenset(zip(ts, ts[1:])) for ts in tokens[:-1]),
+                      tuple(tuple(ts) for ts in tokens[:-1]),
                       tuple(frozenset(map(str.lower, _CAPITALISED.findall(" " + t))) for t in texts),
                       fixed, frozenset().union(*tokens))
 
@@ -252,7 +260,12 @@ def sentence_features(ev: Evidence) -> np.ndarray:
     overlap = has @ weight / total
     window = np.maximum(has, np.maximum(before, after)) @ weight / total
     pairs = set(zip(ev.terms, ev.terms[1:]))
-    bigrams = np.array([len(pairs & p) / len(pairs) if pairs else 0.0 for t in tables for p in t.pairs])
+    bigrams = np.zeros(len(sets))
+    if pairs:  # only a sentence holding both words of a pair can hold the pair: most are not looked at
+        tokens = [ts for t in tables for ts in t.tokens]
+        both = 1 if any(a == b for a, b in pairs) else 2
+        for i in np.flatnonzero(has.sum(axis=1) >= both).tolist():
+            bigrams[i] = len(pairs.intersection(zip(tokens[i], tokens[i][1:]))) / len(pairs)
     matched = has.sum(axis=1) / max(len(terms), 1)
     sizes_terms = np.array([n for t in tables for n in t.sizes], dtype=np.float64)
     asked_count = np.array([sum(ts.get(w, 0) for w in terms) for ts in sets], dtype=np.float64)

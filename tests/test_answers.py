@@ -156,3 +156,15 @@ def test_cli_json_carries_the_answer_and_confidence(seed_index):
                             "How much has Taiwan invested directly in Japan?"], capture_output=True, text=True,
                            cwd=ROOT, timeout=300, check=True).stdout
     assert plain.startswith("Answer: Meanwhile, Taiwan has made over US$ 9.22 billion")
+
+
+def test_sentence_terms_are_the_index_tokenizers_the_second_time_too():
+    # The answer model's words are BM25's terms (stemmed once per process and kept): the same on every call.
+    from qa.answering import words
+    from qa.index.keyword import bm25_tokenize
+
+    params = {"stemmer": "english", "stopwords": "en"}
+    texts = ["The fishermen were counting their nets twice.", "Running heads and footers", "", "an of the"]
+    expected = bm25_tokenize(texts, params)
+    assert words(texts, params) == expected and words(list(reversed(texts)), params) == expected[::-1]
+    assert expected[0] == ["fishermen", "were", "count", "net", "twice"]  # bm25s keeps "were"
