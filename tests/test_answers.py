@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from qa.answering import (CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, asks_author,
-                          byline, content_terms, expanded, expansion, load_model, question_kind)
+from qa.answering import (CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, content_terms,
+                          load_model, question_kind)
 from qa.errors import ModelError
+from qa.rules import asks_author, byline, expanded, expansion
 
 PARAMS = {"stemmer": "english", "stopwords": "en"}
 
