@@ -54,6 +54,12 @@ def test_chunks_hold_no_ligatures_glyph_names_or_running_heads(indexed):
     assert not [line for line in lines if re.fullmatch(r"\d+ FREE CULTURE|FREE CULTURE \d+", line)]
     assert not [line for line in lines if re.fullmatch(r"\d+ \d\.\d\. TOPOLOGISCHE MANNIGFALTIGKEITEN", line)]
     assert "Spi- derMonkey" not in text and "SpiderMonkey" in text
+    # A drawing set's title block, lines of their own mid-page on 22 of its 25 sheets (3 sheets run it into a
+    # longer line, which stays); the sheets' own callouts stay.
+    drawings = retriever.data.document_text("pdfjs__Brotli-Prototype-FileA.pdf")
+    lines = {line.strip() for line in drawings.split("\n")}
+    assert not {"SHEET NO.", "SHEET TITLE", "VERSION 0.01", "REVISION"} & lines
+    assert drawings.count("SHEET NO.") <= 3 and "ROOF RIDGE" in lines
 
 
 def test_docx_text_is_complete_and_not_repeated(indexed):
