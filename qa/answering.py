@@ -203,14 +203,15 @@ def sentence_features(ev: Evidence) -> np.ndarray:
     after = np.vstack([has[1:], np.zeros((1, len(terms)))]) * (~last)[:, None]
     overlap = has @ weight / total
     window = np.maximum(has, np.maximum(before, after)) @ weight / total
+    held = has.sum(axis=1)  # question terms per sentence
     pairs = set(zip(ev.terms, ev.terms[1:]))
     bigrams = np.zeros(len(sets))
     if pairs:  # only a sentence holding both words of a pair can hold the pair: most are not looked at
         tokens = [ts for t in tables for ts in t.tokens]
         both = 1 if any(a == b for a, b in pairs) else 2
-        for i in np.flatnonzero(has.sum(axis=1) >= both).tolist():
+        for i in np.flatnonzero(held >= both).tolist():
             bigrams[i] = len(pairs.intersection(zip(tokens[i], tokens[i][1:]))) / len(pairs)
-    matched = has.sum(axis=1) / max(len(terms), 1)
+    matched = held / max(len(terms), 1)
     sizes_terms = np.array([n for t in tables for n in t.sizes], dtype=np.float64)
     asked_count = np.array([sum(ts.get(w, 0) for w in terms) for ts in sets], dtype=np.float64)
     novel = np.where(sizes_terms > 0, 1.0 - asked_count / np.maximum(sizes_terms, 1), 0.0)
