@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa.answering import (CONFIDENCE_FEATURES, HEADING_PENALTY, MODEL_FILE, SENTENCE_FEATURES,  # noqa: E402
-                          AnswerModel, Linear, is_question)
+                          AnswerModel, Linear, is_question, joins)
 from qa.evaluation import ndcg_at  # noqa: E402
 
 FOLDS = 4
@@ -22,9 +22,11 @@ OLD = {"passage_weights": (0.3, 0.0), "cut_off": 0.273}  # the hand-set rule thi
 WEIGHTS = [(c, p) for c in (0.0, 0.1, 0.2, 0.3) for p in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7) if c + p <= 1]
 REFUSE = 0.015  # the share of answerable training questions the cut-off may refuse (the target is 2%, held out)
 NOISE = 0.003
-MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0)
-PAIRS = 0.15
-SMALL = 0.1  # the real-document and seed questions' sentences weigh this much of SQuAD's in the sentence model  # at most this share of highlights are two sentences: the answer stays short  # SciFact train nDCG@10 may drop this much below the old rule's (about its run-to-run spread)
+Pair = tuple[float, tuple[float, int]]  # a neighbour's margin, and (margin, words) for two short sentences
+PAIR_GRID: list[Pair] = [(m, (m, 0)) for m in (0.0, 0.5, 1.0, 1.5, 2.0)] + [
+    (m, (s, w)) for m in (0.5, 1.0) for s in (1.5, 2.0, 2.5, 3.0) for w in (25, 30, 35, 40)]
+PAIRS = 0.15  # at most this share of highlights are two sentences: the answer stays short
+SMALL = 0.1  # the real-document and seed questions' sentences weigh this much of SQuAD's in the sentence model
 
 
 def load(cache: Path, name: str) -> dict:
@@ -80,39 +82,41 @@ def old_rank(d: dict) -> tuple[np.ndarray, np.ndarray]:
     return rank(d, old_logits(d), OLD["passage_weights"])[:2]
 
 
-def highlighted(d: dict, logits: np.ndarray, rows: np.ndarray, margin: float | None) -> tuple[np.ndarray, float]:
-    """Whether each highlight (a sentence row, and its better neighbour when within `margin`) holds the answer,
-    and the share of two-sentence highlights. As qa.retrieval._highlight does."""
+def highlighted(d: dict, logits: np.ndarray, rows: np.ndarray, pair: Pair | None) -> tuple[np.ndarray, float, float]:
+    """Whether each highlight (a sentence row, and its better neighbour when `pair` = (margin, short pair) joins it,
+    as qa.answering.joins says) holds the answer; the share of two-sentence highlights and their mean words."""
     label, sq, sc = d["sent_label"], d["sent_q"], d["sent_c"]
-    hit, pairs = np.zeros(len(rows), bool), 0
+    words = np.rint(np.expm1(d["X"][:, SENTENCE_FEATURES.index("log_words")]))
+    hit, pairs, total = np.zeros(len(rows), bool), 0, []
     for n, r in enumerate(rows):
         if r < 0:
             continue
-        ok = label[r] == 1
+        ok, size = label[r] == 1, words[r]
         near = [x for x in (r - 1, r + 1) if 0 <= x < len(label) and sq[x] == sq[r] and sc[x] == sc[r]]
-        if margin is not None and near:
+        if pair is not None and near:
             j = max(near, key=lambda x: logits[x])
-            if logits[j] >= logits[r] - margin:
+            if joins(float(logits[r] - logits[j]), int(words[r] + words[j]), *pair):
                 pairs += 1
-                ok = ok or label[j] == 1
+                ok, size = ok or label[j] == 1, size + words[j]
         hit[n] = ok
-    return hit, pairs / max(len(rows), 1)
+        total.append(size)
+    return hit, pairs / max(len(rows), 1), float(np.mean(total)) if total else 0.0
 
 
 def answer_figures(d: dict, logits: np.ndarray | None, weight: tuple[float, float], answerable: np.ndarray,
-                   margin: float | None = None) -> dict[str, float]:
+                   pair: Pair | None = None) -> dict[str, float]:
     """Answer in the top passage and inside its highlight, over the answerable questions (logits None: the old
     rule)."""
     order, best_row = old_rank(d) if logits is None else rank(d, logits, weight)[:2]
     top = order[:, 0]
     q = np.arange(len(top))
     in_passage = d["chunk_label"][q, top] == 1
-    in_highlight, pairs = highlighted(d, old_logits(d) if logits is None else logits, best_row[q, top],
-                                      None if logits is None else margin)
+    in_highlight, pairs, words = highlighted(d, old_logits(d) if logits is None else logits, best_row[q, top],
+                                             None if logits is None else pair)
     n = max(int(answerable.sum()), 1)
     return {"top_passage": round(float(in_passage[answerable].sum()) / n, 4),
             "in_highlight": round(float(in_highlight[answerable].sum()) / n, 4), "two_sentences": round(pairs, 4),
-            "questions": n}
+            "highlight_words": round(words, 1), "questions": n}
 
 
 def old_logits(d: dict) -> np.ndarray:
@@ -212,10 +216,12 @@ def fit(cache: Path, write: bool) -> None:
     weights = {"question": question, "statement": statement}
     weight = question
     report["scifact train nDCG@10 of the old rule"] = old_train
-    # Two-sentence highlights: the margin that finds the most answers while at most PAIRS of highlights grow.
-    margins = [(m, answer_figures(squad, squad_oof, weight, answerable, m)) for m in MARGINS]
-    report["pair margin grid (SQuAD out-of-fold)"] = [{"margin": m, **a} for m, a in margins]
-    margin = max((m for m, a in margins if a["two_sentences"] <= PAIRS), key=lambda m: dict(margins)[m]["in_highlight"])
+    # Two-sentence highlights: the margins that find the most answers while at most PAIRS of highlights grow.
+    pair_grid = [(p, answer_figures(squad, squad_oof, weight, answerable, p)) for p in PAIR_GRID]
+    report["pair margin grid (SQuAD out-of-fold)"] = [{"margin": m, "short_pair": list(s), **a}
+                                                       for (m, s), a in pair_grid]
+    margin, short_pair = max(((p, a) for p, a in pair_grid if a["two_sentences"] <= PAIRS),
+                             key=lambda pa: (pa[1]["in_highlight"], -pa[1]["two_sentences"]))[0]
     report["chosen passage weights (cosine, probability)"] = weights
     report["passage_weight_grid (SQuAD out-of-fold, SciFact train)"] = grid
 
@@ -271,9 +277,10 @@ def fit(cache: Path, write: bool) -> None:
         name: _precision_recall(answerable_scores - shift < 0, unanswerable_scores - shift < 0)
         for name, (answerable_scores, unanswerable_scores) in pairs.items()}
 
-    model = AnswerModel(sentence, confidence, weights, margin, {})
+    model = AnswerModel(sentence, confidence, weights, margin, short_pair, {})
     report["squad (cross-validated by article) before"] = answer_figures(squad, None, (0, 0), answerable)
-    report["squad (cross-validated by article) after"] = answer_figures(squad, squad_oof, weight, answerable, margin)
+    report["squad (cross-validated by article) after"] = answer_figures(squad, squad_oof, weight, answerable,
+                                                                        (margin, short_pair))
     report["scifact test nDCG@10 before / after"] = [ndcg(sci, None, (0, 0), "test", old=True),
                                                      ndcg(sci, scores(sentence, sci["X"]), statement, "test")]
     for name, d in (("seed", seed), ("realdocs", real)):
@@ -284,7 +291,7 @@ def fit(cache: Path, write: bool) -> None:
                  "confidence also on SciFact train claims vs the same asked of the other corpus",
                  "made_by": "experiments/answers.py gather && experiments/answers.py fit --write",
                  "figures": report}
-        model = AnswerModel(sentence, confidence, weights, margin, about)
+        model = AnswerModel(sentence, confidence, weights, margin, short_pair, about)
         MODEL_FILE.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")
         print(f"wrote {MODEL_FILE}", file=sys.stderr)
 
@@ -339,7 +346,8 @@ def held_out(d: dict, model: AnswerModel, logits: np.ndarray) -> dict[str, objec
             out["answerable"] += 1
             top, old_top = order[q, 0], old_order[q, 0]
             out["top_passage"] += int(d["chunk_label"][q, top])
-            out["in_highlight"] += int(highlighted(d, logits, best_row[q, top : top + 1], model.pair_margin)[0][0])
+            out["in_highlight"] += int(highlighted(d, logits, best_row[q, top : top + 1],
+                                                             (model.pair_margin, model.short_pair))[0][0])
             out["refused"] += int(p[q] < 0.5)
             out["before_top_passage"] += int(d["chunk_label"][q, old_top])
             out["before_in_highlight"] += int(old_row[q, old_top] >= 0 and d["sent_label"][old_row[q, old_top]])

@@ -282,14 +282,16 @@ class AnswerModel:
     sentence: Linear
     confidence: Linear
     passage_weights: dict[str, tuple[float, float]]
-    # A neighbouring sentence joins the highlight when its logit is within this of the best one's.
+    # A neighbouring sentence joins the highlight when its logit is within `pair_margin` of the best one's, or
+    # within short_pair[0] when the two hold at most short_pair[1] words together: two short sentences read as one.
     pair_margin: float
+    short_pair: tuple[float, int]
     about: dict
 
     def to_dict(self) -> dict[str, object]:
         return {"about": self.about, "sentence": self.sentence.to_dict(), "confidence": self.confidence.to_dict(),
                 "passage_weights": {k: list(v) for k, v in self.passage_weights.items()},
-                "pair_margin": self.pair_margin}
+                "pair_margin": self.pair_margin, "short_pair": list(self.short_pair)}
 
     @classmethod
     def from_dict(cls, data: dict) -> AnswerModel:
@@ -297,9 +299,14 @@ class AnswerModel:
                    for form in ("question", "statement")}
         if not all(0 <= c and 0 <= p and c + p <= 1 for c, p in weights.values()):
             raise ModelError("the answer model's passage weights are out of range: reinstall docqa")
+        short = data.get("short_pair", [0.0, 0])
         return cls(Linear.from_dict(data["sentence"], SENTENCE_FEATURES),
                    Linear.from_dict(data["confidence"], CONFIDENCE_FEATURES), weights,
-                   float(data["pair_margin"]), dict(data.get("about", {})))
+                   float(data["pair_margin"]), (float(short[0]), int(short[1])), dict(data.get("about", {})))
+
+    def joins(self, gap: float, words: int) -> bool:
+        """Whether a neighbour `gap` below the best sentence's logit, `words` words with it, joins the highlight."""
+        return joins(gap, words, self.pair_margin, self.short_pair)
 
     def passage_score(self, form: str, fused: float, cosine: float, probability: float) -> float:
         w_cos, w_p = self.passage_weights[form]
@@ -313,6 +320,10 @@ class AnswerModel:
 
     def probability(self, x: np.ndarray) -> float:
         return float(1.0 / (1.0 + np.exp(-self.confidence.logits(x[None, :])[0])))
+
+
+def joins(gap: float, words: int, margin: float, short_pair: tuple[float, int]) -> bool:
+    return gap <= margin or (gap <= short_pair[0] and words <= short_pair[1])
 
 
 @functools.lru_cache(maxsize=4)

@@ -38,13 +38,14 @@ class SearchResult:
     abstained: bool
 
 
-def _highlight(chunk: Chunk, logits: np.ndarray, best: int, margin: float) -> tuple[int, int]:
+def _highlight(chunk: Chunk, logits: np.ndarray, best: int, model: AnswerModel) -> tuple[int, int]:
     """The best sentence, joined by the better of its neighbours when the model scores that one nearly as high:
     one or two sentences, never more."""
     near = [j for j in (best - 1, best + 1) if 0 <= j < len(logits)]
     if near:
         j = max(near, key=lambda n: logits[n])
-        if logits[j] >= logits[best] - margin:
+        words = sum(len(chunk.sentence_texts[n].split()) for n in (best, j))
+        if model.joins(float(logits[best] - logits[j]), words):
             first, last = sorted((best, j))
             return chunk.sentences[first][0], chunk.sentences[last][1]
     return chunk.sentences[best]
@@ -193,7 +194,7 @@ class Searcher:
             best = max(best, float(part[i]))
             score = model.passage_score(form, float(ev.fused[c]), float(ev.sentence_cosines[c].max()), p)
             hits.append(Hit(chunk, score, float(ev.chunk_cosines[c]), float(ev.keyword[c]),
-                            _highlight(chunk, part, i, model.pair_margin), p))
+                            _highlight(chunk, part, i, model), p))
             at += len(chunk.sentences)
         hits.sort(key=lambda h: -h.score)
         confidence = model.probability(confidence_features(ev, best)) if ev.chunks else 0.0

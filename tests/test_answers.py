@@ -1,6 +1,7 @@
 """The answer: the learned sentence scorer, the byline rule, the confidence, and the answer in the API and CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from conftest import ROOT
 from qa.answering import (CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, content_terms,
                           load_model, question_kind)
 from qa.errors import ModelError
+from qa.records import Chunk
+from qa.retrieval import _highlight
 from qa.rules import asks_author, byline, expanded, expansion
 
 PARAMS = {"stemmer": "english", "stopwords": "en"}
@@ -100,6 +103,31 @@ def test_model_round_trips_through_its_file(tmp_path):
     again = AnswerModel.from_dict(json.loads(json.dumps(model.to_dict())))
     x = np.linspace(-1, 1, len(SENTENCE_FEATURES))[None, :]
     assert np.allclose(again.sentence.logits(x), model.sentence.logits(x), atol=1e-5)
+    assert (again.pair_margin, again.short_pair) == (model.pair_margin, model.short_pair)
+
+
+def _chunk(sentences: list[str]) -> Chunk:
+    text = " ".join(sentences)
+    spans, at = [], 0
+    for s in sentences:
+        spans.append((at, at + len(s)))
+        at += len(s) + 1
+    return Chunk("c", "doc.txt", 0, len(text), text, None, 1, tuple(spans))
+
+
+@pytest.mark.parametrize("gap, long_words, joined", [
+    (0.5, False, True), (0.5, True, True),  # within the margin: joined whatever their length
+    (2.5, False, True),  # two short sentences further apart still read as one answer
+    (2.5, True, False),  # two long ones do not: the highlight stays short
+    (3.5, False, False),
+])
+def test_highlight_joins_a_neighbour_by_gap_and_length(gap, long_words, joined):
+    model = dataclasses.replace(load_model(), pair_margin=1.0, short_pair=(3.0, 35))
+    filler = " and it goes on about other things" * 4 if long_words else ""
+    chunk = _chunk(["Patrick is single, employed as a waiter and earning 8.65 an hour" + filler + ".",
+                    "He will gain 825 from the Budget" + filler + ".", "Mary is a teacher."])
+    span = _highlight(chunk, np.array([6.0, 6.0 - gap, -3.0]), 0, model)
+    assert span == ((chunk.sentences[0][0], chunk.sentences[1][1]) if joined else chunk.sentences[0])
 
 
 def test_abbreviation_question_is_answered_by_its_expansion(seed_retriever):
