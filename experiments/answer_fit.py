@@ -17,9 +17,13 @@ from qa.answering import (CONFIDENCE_FEATURES, HEADING_PENALTY, MODEL_FILE, SENT
 from qa.evaluation import ndcg_at  # noqa: E402
 
 FOLDS = 4
-OLD = {"passage_weights": (0.3, 0.0), "cut_off": 0.273}  # the hand-set rule this model replaces
+OLD = {"passage_weights": (0.3, 0.0, 1.0), "cut_off": 0.273}  # the hand-set rule this model replaces
 # (best sentence's cosine, its probability) in the passage score; the rest is the fused score.
-WEIGHTS = [(c, p) for c in (0.0, 0.1, 0.2, 0.3) for p in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7) if c + p <= 1]
+# (best sentence's cosine, its probability, the temperature that probability is taken at) in the passage score: a
+# temperature above 1 keeps two high logits apart where the probability saturates near 1.
+WEIGHTS = [(c, p, t) for c in (0.0, 0.1, 0.2, 0.3) for p in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+           for t in ((1.0,) if p == 0 else (1.0, 2.0, 3.0, 4.0)) if c + p <= 1]
+Weights = tuple[float, float, float]
 REFUSE = 0.015  # the share of answerable training questions the cut-off may refuse (the target is 2%, held out)
 NOISE = 0.003
 Pair = tuple[float, tuple[float, int]]  # a neighbour's margin, and (margin, words) for two short sentences
@@ -59,7 +63,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def rank(d: dict, logits: np.ndarray, weights: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rank(d: dict, logits: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per question: the re-scored head order (chunk positions best first), each chunk's highlighted sentence
     (row into X) and the question's best logit."""
     Q, H = d["fused"].shape
@@ -71,8 +75,9 @@ def rank(d: dict, logits: np.ndarray, weights: tuple[float, float]) -> tuple[np.
     present = best_row >= 0
     cos = np.full((Q, H), -1.0)  # each chunk's best sentence cosine, whichever sentence is highlighted
     np.maximum.at(cos, (d["sent_q"], d["sent_c"]), d["X"][:, SENTENCE_FEATURES.index("cosine")])
-    w_cos, w_p = weights
-    score = np.where(present, (1 - w_cos - w_p) * d["fused"] + w_cos * cos + w_p * sigmoid(best_logit), -np.inf)
+    w_cos, w_p, temperature = weights
+    score = np.where(present, (1 - w_cos - w_p) * d["fused"] + w_cos * cos + w_p * sigmoid(best_logit / temperature),
+                     -np.inf)
     order = np.argsort(-score, axis=1, kind="stable")
     return order, best_row, np.where(present, best_logit, -np.inf).max(axis=1)
 
@@ -103,7 +108,7 @@ def highlighted(d: dict, logits: np.ndarray, rows: np.ndarray, pair: Pair | None
     return hit, pairs / max(len(rows), 1), float(np.mean(total)) if total else 0.0
 
 
-def answer_figures(d: dict, logits: np.ndarray | None, weight: tuple[float, float], answerable: np.ndarray,
+def answer_figures(d: dict, logits: np.ndarray | None, weight: Weights, answerable: np.ndarray,
                    pair: Pair | None = None) -> dict[str, float]:
     """Answer in the top passage and inside its highlight, over the answerable questions (logits None: the old
     rule)."""
@@ -127,7 +132,7 @@ def old_logits(d: dict) -> np.ndarray:
     return np.log(np.clip(x[:, col["cosine"]], 1e-6, None)) - 100.0 * heading  # a monotone stand-in, > 0 weight
 
 
-def ndcg(d: dict, logits: np.ndarray | None, weight: tuple[float, float], split: str, old: bool = False) -> float:
+def ndcg(d: dict, logits: np.ndarray | None, weight: Weights, split: str, old: bool = False) -> float:
     order = old_rank(d)[0] if old else rank(d, logits, weight)[0]
     values = []
     for q, meta in enumerate(d["questions"]):
@@ -200,7 +205,7 @@ def fit(cache: Path, write: bool) -> None:
         for name, (d, logits, mask) in small.items():
             g[f"{name}_top_passage"] = answer_figures(d, logits, w, mask)["top_passage"]
         grid.append(g)
-    old_train = ndcg(sci, None, (0, 0), "train", old=True)
+    old_train = ndcg(sci, None, (0, 0, 1), "train", old=True)
     # Questions (all of SQuAD's) and statements (all of SciFact's claims) are told apart by their form
     # (qa.answering.is_question) and ranked with their own weights. Questions: the most SQuAD answers at rank 1
     # (out of fold) among the weights that lose no real-document or seed answer at rank 1 against the old rule
@@ -208,7 +213,7 @@ def fit(cache: Path, write: bool) -> None:
     # those questions constrain these two weights. Statements: the best SciFact train nDCG@10.
     assert all(is_question(q["question"]) for q in squad["questions"][:200])
     assert not any(is_question(q["question"]) for q in sci["questions"])
-    floor = {name: answer_figures(d, None, (0, 0), mask)["top_passage"] for name, (d, _, mask) in small.items()}
+    floor = {name: answer_figures(d, None, (0, 0, 1), mask)["top_passage"] for name, (d, _, mask) in small.items()}
     report["real documents and seed at rank 1 under the old rule"] = floor
     question = max((g for g in grid if all(g[f"{name}_top_passage"] >= floor[name] for name in floor)),
                    key=lambda g: (g["squad_top_passage"], g["squad_highlight"]))["weights"]
@@ -222,11 +227,11 @@ def fit(cache: Path, write: bool) -> None:
                                                        for (m, s), a in pair_grid]
     margin, short_pair = max(((p, a) for p, a in pair_grid if a["two_sentences"] <= PAIRS),
                              key=lambda pa: (pa[1]["in_highlight"], -pa[1]["two_sentences"]))[0]
-    report["chosen passage weights (cosine, probability)"] = weights
+    report["chosen passage weights (cosine, probability, temperature)"] = weights
     report["passage_weight_grid (SQuAD out-of-fold, SciFact train)"] = grid
 
     # Confidence: per question, from its best candidates; answerable vs unanswerable on four pairings.
-    def conf_x(d: dict, logits: np.ndarray, w: tuple[float, float] = question) -> np.ndarray:
+    def conf_x(d: dict, logits: np.ndarray, w: Weights = question) -> np.ndarray:
         _, _, best = rank(d, logits, w)
         x = d["conf"].astype(np.float64).copy()
         x[:, 0] = np.where(np.isfinite(best), best, -20.0)
@@ -278,10 +283,10 @@ def fit(cache: Path, write: bool) -> None:
         for name, (answerable_scores, unanswerable_scores) in pairs.items()}
 
     model = AnswerModel(sentence, confidence, weights, margin, short_pair, {})
-    report["squad (cross-validated by article) before"] = answer_figures(squad, None, (0, 0), answerable)
+    report["squad (cross-validated by article) before"] = answer_figures(squad, None, (0, 0, 1), answerable)
     report["squad (cross-validated by article) after"] = answer_figures(squad, squad_oof, weight, answerable,
                                                                         (margin, short_pair))
-    report["scifact test nDCG@10 before / after"] = [ndcg(sci, None, (0, 0), "test", old=True),
+    report["scifact test nDCG@10 before / after"] = [ndcg(sci, None, (0, 0, 1), "test", old=True),
                                                      ndcg(sci, scores(sentence, sci["X"]), statement, "test")]
     for name, d in (("seed", seed), ("realdocs", real)):
         report[name] = held_out(d, model, small_oof[name])

@@ -276,12 +276,13 @@ class Linear:
 @dataclass(frozen=True)
 class AnswerModel:
     """The answer-sentence scorer; a passage's score as its fused score, its sentences' best cosine and its
-    highlight's probability mixed by `passage_weights` (cosine, probability), one pair for questions and one for
-    statements; the confidence model."""
+    highlight's probability mixed by `passage_weights` (cosine, probability, temperature), one triple for questions
+    and one for statements; the confidence model."""
 
     sentence: Linear
     confidence: Linear
-    passage_weights: dict[str, tuple[float, float]]
+    # The probability is taken at a temperature: above 1 it keeps two high logits apart where it saturates near 1.
+    passage_weights: dict[str, tuple[float, float, float]]
     # A neighbouring sentence joins the highlight when its logit is within `pair_margin` of the best one's, or
     # within short_pair[0] when the two hold at most short_pair[1] words together: two short sentences read as one.
     pair_margin: float
@@ -295,9 +296,11 @@ class AnswerModel:
 
     @classmethod
     def from_dict(cls, data: dict) -> AnswerModel:
-        weights = {form: (float(data["passage_weights"][form][0]), float(data["passage_weights"][form][1]))
-                   for form in ("question", "statement")}
-        if not all(0 <= c and 0 <= p and c + p <= 1 for c, p in weights.values()):
+        weights = {}
+        for form in ("question", "statement"):
+            given = [float(v) for v in data["passage_weights"][form]]
+            weights[form] = (given[0], given[1], given[2] if len(given) > 2 else 1.0)
+        if not all(0 <= c and 0 <= p and c + p <= 1 and t > 0 for c, p, t in weights.values()):
             raise ModelError("the answer model's passage weights are out of range: reinstall docqa")
         short = data.get("short_pair", [0.0, 0])
         return cls(Linear.from_dict(data["sentence"], SENTENCE_FEATURES),
@@ -308,8 +311,9 @@ class AnswerModel:
         """Whether a neighbour `gap` below the best sentence's logit, `words` words with it, joins the highlight."""
         return joins(gap, words, self.pair_margin, self.short_pair)
 
-    def passage_score(self, form: str, fused: float, cosine: float, probability: float) -> float:
-        w_cos, w_p = self.passage_weights[form]
+    def passage_score(self, form: str, fused: float, cosine: float, logit: float) -> float:
+        w_cos, w_p, temperature = self.passage_weights[form]
+        probability = 1.0 / (1.0 + math.exp(min(-logit / temperature, 700.0)))  # no overflow for any logit
         return (1 - w_cos - w_p) * fused + w_cos * cosine + w_p * probability
 
     def sentence_scores(self, x: np.ndarray) -> np.ndarray:

@@ -192,7 +192,8 @@ class Searcher:
             i = int(np.argmax(part))
             p = float(1.0 / (1.0 + np.exp(-part[i])))
             best = max(best, float(part[i]))
-            score = model.passage_score(form, float(ev.fused[c]), float(ev.sentence_cosines[c].max()), p)
+            score = model.passage_score(form, float(ev.fused[c]), float(ev.sentence_cosines[c].max()),
+                                        float(part[i]))
             hits.append(Hit(chunk, score, float(ev.chunk_cosines[c]), float(ev.keyword[c]),
                             _highlight(chunk, part, i, model), p))
             at += len(chunk.sentences)

@@ -80,10 +80,30 @@ def test_shipped_model_loads_and_names_its_features():
     assert model.sentence.names == SENTENCE_FEATURES and model.confidence.names == CONFIDENCE_FEATURES
     assert model.about.get("made_by"), "the model file says which command made it"
     assert set(model.passage_weights) == {"question", "statement"}
-    assert all(0 <= c and 0 <= p and c + p <= 1 for c, p in model.passage_weights.values())
+    assert all(0 <= c and 0 <= p and c + p <= 1 and t > 0 for c, p, t in model.passage_weights.values())
 
 
-@pytest.mark.parametrize("damage", ["names", "weights", "scale", "json"])
+def test_passage_score_keeps_two_confident_sentences_apart():
+    # At temperature 1 the probabilities of logits 3.9 and 5.2 differ by 0.015, less than a small fused gap;
+    # at 3 they differ by 0.07: the passage whose sentence answers clearly comes first.
+    model = load_model()
+    cold = dataclasses.replace(model, passage_weights={"question": (0.3, 0.3, 1.0), "statement": (0.3, 0.0, 1.0)})
+    warm = dataclasses.replace(model, passage_weights={"question": (0.3, 0.3, 3.0), "statement": (0.3, 0.0, 1.0)})
+    first, second = (0.80, 0.5, 3.9), (0.76, 0.5, 5.2)  # (fused, cosine, best logit)
+    assert cold.passage_score("question", *first) > cold.passage_score("question", *second)
+    assert warm.passage_score("question", *first) < warm.passage_score("question", *second)
+    assert warm.passage_score("question", 0.5, 0.5, -1e6) == pytest.approx(0.4 * 0.5 + 0.3 * 0.5)  # no overflow
+
+
+def test_a_model_file_of_weight_pairs_takes_its_probability_at_temperature_one():
+    data = json.loads(MODEL_FILE.read_text(encoding="utf-8"))
+    data["passage_weights"] = {"question": [0.3, 0.3], "statement": [0.3, 0.0]}
+    data.pop("short_pair")
+    model = AnswerModel.from_dict(data)
+    assert model.passage_weights["question"] == (0.3, 0.3, 1.0) and model.short_pair == (0.0, 0)
+
+
+@pytest.mark.parametrize("damage", ["names", "weights", "scale", "temperature", "json"])
 def test_a_damaged_model_file_is_refused(tmp_path, damage):
     data = json.loads(MODEL_FILE.read_text(encoding="utf-8"))
     if damage == "names":
@@ -92,6 +112,8 @@ def test_a_damaged_model_file_is_refused(tmp_path, damage):
         data["confidence"]["weights"] = data["confidence"]["weights"][:-1]
     elif damage == "scale":
         data["sentence"]["scale"][0] = 0.0
+    elif damage == "temperature":
+        data["passage_weights"]["question"][2] = 0.0
     path = tmp_path / "model.json"
     path.write_text("{" if damage == "json" else json.dumps(data), encoding="utf-8")
     with pytest.raises(ModelError, match="reinstall"):
