@@ -67,12 +67,13 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
 
     def reply(message: str, history: list, asked: list[str], k: float, mode: str, *, literal: bool = False,
               closest: bool = False):
-        """The chat after one more question, the typed questions so far, and which of the two follow-up buttons
-        apply to this reply (search only what was typed; show the closest passages)."""
+        """The chat after one more question, the typed questions so far, which of the two follow-up buttons
+        apply to this reply (search only what was typed; show the closest passages), and both to keep in the
+        browser: saved with the reply itself, so a reload right after it cannot lose it."""
         history = list(history or [])
         message = (message or "").strip()
         if not message:
-            return "", history, asked, gr.update(), gr.update()
+            return "", history, asked, gr.update(), gr.update(), gr.update()
         previous = asked[-1] if asked else None
         rewritten = refused = False
         try:
@@ -82,8 +83,9 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
         except QAError as exc:
             body = f'<div class="qa-answer qa-error">⚠️ {html.escape(str(exc))}</div>'
         history += [{"role": "user", "content": render_question(message)}, {"role": "assistant", "content": body}]
-        return ("", history, [*asked, message], gr.update(visible=rewritten, value=f"Search only “{message[:60]}”"),
-                gr.update(visible=refused))
+        asked = [*asked, message]
+        return ("", history, asked, gr.update(visible=rewritten, value=f"Search only “{message[:60]}”"),
+                gr.update(visible=refused), {"history": history, "asked": asked})
 
     def respond(message, history, asked, k, mode):
         return reply(message, history, asked, k, mode)
@@ -234,12 +236,11 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
                         no = gr.Button("Cancel", size="sm", elem_id="delete-no")
 
         events = dict(api_visibility="private")
-        chat_io = ([box, chat, asked, k, mode], [box, chat, asked, literal, closest])
+        chat_io = ([box, chat, asked, k, mode], [box, chat, asked, literal, closest, saved])
 
         def after(event) -> None:
-            """What follows every change to the conversation: keep it in the browser, show the new reply."""
-            event.then(lambda h, a: {"history": h, "asked": a}, [chat, asked], saved, **events).then(
-                None, js=SCROLL_TO_REPLY, **events)
+            """What follows every change to the conversation: show the new reply."""
+            event.then(None, js=SCROLL_TO_REPLY, **events)
 
         # The chat itself is callable by clients (undocumented) so that scripts see exactly what people see.
         after(box.submit(respond, *chat_io, api_name="chat", api_visibility="undocumented"))
@@ -248,8 +249,8 @@ def build_app(retriever: Retriever, settings: Settings, report: IndexReport | No
             after(button.click(respond, [button, chat, asked, k, mode], chat_io[1], **events))
         after(literal.click(literal_again, [chat, asked, k, mode], chat_io[1], **events))
         after(closest.click(closest_again, [chat, asked, k, mode], chat_io[1], **events))
-        after(clear.click(lambda: ([], [], gr.update(visible=False), gr.update(visible=False)), None,
-                          [chat, asked, literal, closest], **events))
+        after(clear.click(lambda: ([], [], gr.update(visible=False), gr.update(visible=False),
+                                   {"history": [], "asked": []}), None, [chat, asked, literal, closest, saved], **events))
         demo.load(lambda kept: (kept.get("history", []), kept.get("asked", [])) if isinstance(kept, dict)
                   else ([], []), saved, [chat, asked], show_progress="hidden", **events)
         page = [loaded, table, pick, *examples]

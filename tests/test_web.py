@@ -284,6 +284,13 @@ def test_browser_answer_card_first_examples_follow_ups_and_closest(page):
     page.reload()
     page.wait_for_function(f"document.querySelectorAll('.qa-answer').length == {replies}", timeout=60_000)
     assert "Low confidence" in page.locator(".qa-answer").last.inner_text()
+    # A new conversation is kept too: a reload does not bring the old one back.
+    page.get_by_role("button", name="New conversation").click()
+    page.wait_for_function("document.querySelectorAll('.qa-answer').length == 0", timeout=30_000)
+    page.reload()
+    page.wait_for_selector("#example-0", state="visible")
+    page.wait_for_timeout(2_000)  # the stored conversation is restored by then (within 0.2 s here)
+    assert page.locator(".qa-answer").count() == 0
     assert page.outside == [] and page.dialogs == []
 
 
