@@ -92,3 +92,12 @@ def test_pdf_answers_cite_the_page_they_are_printed_on(indexed):
     ]:
         top = retriever.retrieve(question, k=5)[0]
         assert top.source == source and phrase in " ".join(top.text.split()) and top.page == page
+
+
+def test_two_short_sentences_make_one_highlight(indexed):
+    # "Patrick is single, employed as a waiter ... He will gain €825 from the Budget.": the second answers, the
+    # first names him; 20 words together, so both are highlighted (issue #13).
+    _, retriever = indexed
+    top = retriever.ask("How much will Patrick, the waiter, gain from the Budget?").passages[0]
+    assert top.source == "poi__IllustrativeCases.docx"
+    assert "He will gain €825 from the Budget" in top.highlighted_text and "waiter" in top.highlighted_text
