@@ -36,6 +36,7 @@ SMALL = 0.1  # the real-document and seed questions' sentences weigh this much o
 def load(cache: Path, name: str) -> dict:
     data = dict(np.load(cache / f"{name}.npz"))
     data.update(json.loads((cache / f"{name}.json").read_text(encoding="utf-8")))
+    data["words"] = np.rint(np.expm1(data["X"][:, SENTENCE_FEATURES.index("log_words")]))  # per sentence row
     return data
 
 
@@ -90,8 +91,7 @@ def old_rank(d: dict) -> tuple[np.ndarray, np.ndarray]:
 def highlighted(d: dict, logits: np.ndarray, rows: np.ndarray, pair: Pair | None) -> tuple[np.ndarray, float, float]:
     """Whether each highlight (a sentence row, and its better neighbour when `pair` = (margin, short pair) joins it,
     as qa.answering.joins says) holds the answer; the share of two-sentence highlights and their mean words."""
-    label, sq, sc = d["sent_label"], d["sent_q"], d["sent_c"]
-    words = np.rint(np.expm1(d["X"][:, SENTENCE_FEATURES.index("log_words")]))
+    label, sq, sc, words = d["sent_label"], d["sent_q"], d["sent_c"], d["words"]
     hit, pairs, total = np.zeros(len(rows), bool), 0, []
     for n, r in enumerate(rows):
         if r < 0:
