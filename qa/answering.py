@@ -35,6 +35,7 @@ _NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten elev
 _DATE_WORDS = frozenset("january february march april may june july august september october november december "
                         "century centuries decade".split())
 _DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
 _DATE = re.compile(r"\b(?:1\d{3}|20\d{2})s?\b|\b\d{1,2}(?:st|nd|rd|th)\b")
 _AMOUNT_SIGNS = frozenset("$€£¥%")
 _AMOUNT_WORDS = frozenset("million billion trillion percent".split())
@@ -75,7 +76,16 @@ def is_heading(text: str, words: int | None = None) -> bool:
     """A short line with no closing punctuation: a title or section heading rather than a sentence. `words`:
     its word count, when the caller has it already."""
     count = len(text.split()) if words is None else words
-    return "\n" not in text and count <= 10 and not text.rstrip().endswith(_SENTENCE_END)
+    return ("\n" not in text and count <= 10 and not text.rstrip().endswith(_SENTENCE_END)
+            and not _labelled_row(text))
+
+
+def _labelled_row(text: str) -> bool:
+    """A table row that pairs a label with a figure ("Net Cash Income\t72,270\t73,600"): data, not a heading.
+    A row of labels only ("Name\tAge", "Q1 2020\tQ2 2020") or of figures only ("2006\t2007") heads its table."""
+    cells = text.split("\t")
+    worded = [_LETTER.search(c) is not None for c in cells]
+    return any(worded) and any(not w and _DIGIT.search(c) for c, w in zip(cells, worded))
 
 
 _ASKING = re.compile(r"^\W*(?:who|whom|whose|what|which|when|where|why|how|is|are|was|were|do|does|did|can|could|"

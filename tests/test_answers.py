@@ -11,13 +11,23 @@ import pytest
 
 from conftest import ROOT
 from qa.answering import (CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, content_terms,
-                          load_model, question_kind)
+                          is_heading, load_model, question_kind)
 from qa.errors import ModelError
 from qa.records import Chunk
 from qa.retrieval import _highlight
 from qa.rules import asks_author, byline, expanded, expansion
 
 PARAMS = {"stemmer": "english", "stopwords": "en"}
+
+
+@pytest.mark.parametrize("line, heading", [
+    ("Net Cash Income\t72,270\t73,600", False), ("Income Tax (€4,000@40%*)\t1,600\t0", False),  # data rows
+    ("2006\t2007", True), ("Name\tAge", True), ("Q1 2020\tQ2 2020", True),  # rows that head a table
+    ("Eddie", True), ("Results and discussion", True), ("He will gain €825 from the Budget.", False),
+])
+def test_a_table_row_of_figures_is_not_a_heading(line, heading):
+    # A heading's logit is pushed below every sentence's: the row holding the figure asked for must not be.
+    assert is_heading(line) is heading
 
 
 @pytest.mark.parametrize("question, kind", [

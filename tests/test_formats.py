@@ -210,6 +210,25 @@ def test_docx_tables_in_place_merged_cells_once_nested_tables_read(tmp_path):
     assert order == sorted(order)
 
 
+def test_docx_cells_stacking_lines_that_pair_up_are_read_as_rows(tmp_path):
+    def stack(*lines: str) -> str:
+        return _cell("".join(_p(line) for line in lines))
+
+    # As in poi__IllustrativeCases.docx: one Word row, a column of labels and a column per year; a unit ("€")
+    # heads a column. Beside it, a row of prose cells and a row whose columns do not pair up.
+    figures = f"<w:tr>{stack('Gross Income', 'Net Cash Income')}{stack('€', '120,000', '72,270')}" \
+              f"{stack('€', '120,000', '73,600')}</w:tr>"
+    prose = f"<w:tr>{stack('Our aims.', 'Our long term plan is to grow the team over the next several years to come.')}" \
+            f"{stack('Their aims.', 'Their plan is to keep the team exactly as small as it is today for now.')}</w:tr>"
+    uneven = f"<w:tr>{stack('Total Gain', '(9 months of increase)')}{stack('1,650')}</w:tr>"
+    _docx(tmp_path / "s.docx", f"<w:tbl>{figures}{prose}{uneven}</w:tbl>")
+    lines = _load(tmp_path / "s.docx").text.splitlines()
+    assert "Gross Income\t€ 120,000\t€ 120,000" in lines
+    assert "Net Cash Income\t72,270\t73,600" in lines
+    assert "Our aims." in lines and "Their aims." in lines  # prose stays cell after cell
+    assert "Total Gain" in lines and "1,650" in lines
+
+
 def test_docx_text_boxes_and_content_controls_read_once(tmp_path):
     box = "<w:txbxContent>" + _p("Text inside the box.") + "</w:txbxContent>"
     anchor = ("<w:p><w:r><w:t>Anchor paragraph.</w:t></w:r><w:r><mc:AlternateContent><mc:Choice Requires=\"wps\">"

@@ -9,7 +9,7 @@ import zipfile
 from qa.errors import UnreadableFileError
 from qa.formats.text import check_text, normalise
 
-VERSION = "ooxml-1"
+VERSION = "ooxml-2"  # 2: cells stacking lines that pair up are read as rows
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
@@ -21,6 +21,8 @@ _SKIP = {_W + "delText", _W + "instrText", _W + "delInstrText", _W + "del", _MC 
          _W + "moveFrom"}
 # Footnote bodies that only separate notes from the text.
 _SEPARATORS = {"separator", "continuationSeparator", "continuationNotice"}
+# Longer lines in a cell are prose, not a column of labels or figures.
+_STACKED_WORDS = 12
 
 
 def read_docx(data: bytes) -> str:
@@ -144,9 +146,9 @@ def _inline(element, parts: list[str], boxes: list[object]) -> None:
 
 
 def _table(table, out: list[str]) -> None:
-    """A row of one-paragraph cells becomes one line, cells separated by a tab; a row whose cells hold more
-    (several paragraphs, a nested table) gives each cell's paragraphs in order. Merged cells are in the XML
-    once, so their text is too."""
+    """A row of one-paragraph cells becomes one line, cells separated by a tab; so does each line of a row whose
+    cells stack short lines that pair up (see _stacked_rows); any other row whose cells hold more (prose, a nested
+    table) gives each cell's paragraphs in order. Merged cells are in the XML once, so their text is too."""
     for row in table.iter(_W + "tr"):
         if _ancestor(row, _W + "tbl") is not table:
             continue  # a nested table's row: read where its cell is
@@ -161,8 +163,35 @@ def _table(table, out: list[str]) -> None:
             if line:
                 out.append(line)
         else:
-            for blocks in cells:
+            stacked = _stacked_rows(cells)
+            for blocks in [stacked] if stacked else cells:
                 out.extend(blocks)
+
+
+def _stacked_rows(cells: list[list[str]]) -> list[str] | None:
+    """A table laid out as one Word row whose cells are columns of stacked lines (labels in one cell, a year's
+    figures in the next: "Net Cash Income" beside "72,270"), read as the rows the reader sees: "Net Cash
+    Income\t72,270\t73,600". Only when every cell that holds text has the same number (2 or more) of short lines
+    with a letter or digit; a line of symbols only ("€") goes with the line after it. Otherwise None: prose beside
+    prose, or columns that do not pair up, are not guessed at."""
+    columns: list[list[str]] = []
+    for blocks in cells:
+        lines, pending = [], ""
+        for line in (part.strip() for block in blocks for part in block.split("\n")):
+            if "\t" in line or len(line.split()) > _STACKED_WORDS:
+                return None  # a nested table's row, or prose
+            if line and not any(ch.isalnum() for ch in line):
+                pending = f"{pending} {line}".strip()
+            elif line:
+                lines.append(f"{pending} {line}".strip())
+                pending = ""
+        if pending:
+            return None
+        if lines:
+            columns.append(lines)
+    if len(columns) < 2 or len({len(lines) for lines in columns}) != 1 or len(columns[0]) < 2:
+        return None
+    return ["\t".join(row) for row in zip(*columns)]
 
 
 def _ancestor(element, tag: str):
