@@ -171,8 +171,7 @@ class _Sentences:
 def _sentences(chunk: Chunk, stemmer: str, stopwords: str) -> _Sentences:
     texts = chunk.sentence_texts
     lowered = [_TOKEN.findall(t.lower()) for t in texts]
-    tokens = words(texts + [chunk.context], {"stemmer": stemmer, "stopwords": stopwords},
-                   lowered + [_TOKEN.findall(chunk.context.lower())])
+    tokens = words(texts, {"stemmer": stemmer, "stopwords": stopwords}, lowered)
     rows = []
     for i, (t, span, low) in enumerate(zip(texts, chunk.sentences, lowered)):
         count = len(t.split())
@@ -184,11 +183,15 @@ def _sentences(chunk: Chunk, stemmer: str, stopwords: str) -> _Sentences:
                      not _AMOUNT_SIGNS.isdisjoint(t) or not _AMOUNT_WORDS.isdisjoint(low)
                      or (digits and _MEASURE.search(t) is not None)))
     fixed = np.array(rows, dtype=np.float64).reshape(len(texts), 10)
-    counts = [Counter(ts) for ts in tokens[:-1]]
-    return _Sentences(tuple(counts), tuple(len(ts) for ts in tokens[:-1]),
-                      tuple(tuple(ts) for ts in tokens[:-1]),
+    return _Sentences(tuple(map(Counter, tokens)), tuple(map(len, tokens)), tuple(map(tuple, tokens)),
                       tuple(frozenset(map(str.lower, _CAPITALISED.findall(" " + t))) for t in texts),
-                      fixed, frozenset().union(*tokens))
+                      fixed, _context_terms(chunk.context, stemmer, stopwords).union(*tokens))
+
+
+@functools.lru_cache(maxsize=1024)
+def _context_terms(context: str, stemmer: str, stopwords: str) -> frozenset[str]:
+    # One title is the context of every chunk of its document.
+    return frozenset(words([context], {"stemmer": stemmer, "stopwords": stopwords})[0])
 
 
 def _table(ev: Evidence, chunk: Chunk) -> _Sentences:
@@ -230,7 +233,8 @@ def sentence_features(ev: Evidence) -> np.ndarray:
     fixed = np.vstack([t.fixed for t in tables])
     cosines = np.concatenate(ev.sentence_cosines).astype(np.float64)
     best_chunk = np.array([float(c.max()) for c in ev.sentence_cosines])[chunk_of]
-    kind = np.array([k == question_kind(ev.question) for k in KINDS], dtype=np.float64)
+    asks = question_kind(ev.question)
+    kind = np.array([k == asks for k in KINDS], dtype=np.float64)
     types = np.column_stack([fixed[:, 7], fixed[:, 8], has_name, fixed[:, 9]])
     columns = [
         cosines, cosines - cosines.max(), cosines - best_chunk, ev.chunk_cosines[chunk_of],

@@ -11,7 +11,7 @@ from conftest import index_into, make_mixed_folder, open_store, stored_chunks, s
 from qa.config import Settings
 from qa.errors import EmptyCorpusError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
 from qa.index.sync import index_paths
-from qa.index.store import MANIFEST, read_index, read_manifest
+from qa.index.store import MANIFEST, _top_rows, read_index, read_manifest
 from qa.index.writer import lock
 
 
@@ -273,3 +273,17 @@ def test_max_file_size_comes_from_the_environment(tmp_path, monkeypatch, fake_em
     (docs / "small.txt").write_text("A short note.", encoding="utf-8")
     report = index_paths([docs], s, embedder=fake_embedder)
     assert report.added == ("small.txt",) and "QA_MAX_FILE_MB" in report.failed[0].reason
+
+
+@pytest.mark.parametrize("size", [3, 5_000, 300_000, 1_000_003])
+@pytest.mark.parametrize("share", [0.0, 0.0001, 0.3])
+def test_top_keyword_rows_are_the_best_positive_scores(size, share):
+    # The million-row path ranks only the rows at or above the k-th best block maximum: it must give the same
+    # scores in the same order as ranking every row, with ties (integer scores) and mostly zeros.
+    rng = np.random.default_rng(size)
+    scores = np.where(rng.random(size) < share, rng.integers(1, 4, size), 0).astype(np.float32)
+    scores[rng.integers(0, size)] = 9.0
+    k = min(100, size)
+    top = _top_rows(scores, k)
+    expected = np.sort(scores[scores > 0])[::-1][:k]
+    assert np.array_equal(scores[top], expected) and len(set(top.tolist())) == len(top)
