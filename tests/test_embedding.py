@@ -220,6 +220,19 @@ def test_hnsw_beyond_the_limit_finds_what_exact_search_finds(monkeypatch, tmp_pa
     # Hash vectors tie often, so the scores are compared: the same best five, whichever of the tied rows.
     assert np.allclose(data.dense.search(query, 5)[0], flat.search(query, 5)[0], atol=1e-5)
 
+    # A question searches the graph on a helper thread while BM25 runs: the same passages, in the same order and
+    # with the same scores, as the two searches one after the other.
+    from qa.retrieval import Searcher
+
+    assert data.beside_keywords == "nearest"
+    searcher = Searcher(data, s, fake_embedder)
+    beside = [searcher.ask(q, k=5, refuse=False).hits for q in ("topic 3 item 10", "Document 7", "item 39")]
+    monkeypatch.setattr(type(data), "beside_keywords", property(lambda self: ""))
+    alone = [searcher.ask(q, k=5, refuse=False).hits for q in ("topic 3 item 10", "Document 7", "item 39")]
+    assert [[(h.chunk.id, h.score) for h in hits] for hits in beside] == \
+           [[(h.chunk.id, h.score) for h in hits] for hits in alone]
+    assert all(len(hits) == 5 for hits in beside)
+
 
 def test_one_question_on_an_exact_index_gets_what_faiss_gets():
     from qa.index.dense import DenseIndex

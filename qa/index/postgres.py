@@ -133,6 +133,8 @@ class PostgresIndex:
     """An index in PostgreSQL, read through the seam (qa/index/protocol.py). One connection, used by one
     thread at a time; each question's reads share one read-only snapshot."""
 
+    beside_keywords = "encode"  # BM25 runs in the server's process (qa/index/protocol.py)
+
     def __init__(self, address: StoreAddress) -> None:
         self.address, self.name = address, address.name
         self.conn = connect(address)
@@ -202,16 +204,22 @@ class PostgresIndex:
     def nearest(self, query: np.ndarray, k: int) -> list[int]:
         with self.reading():
             # Iterative scan: an HNSW search returns k rows even where the graph's first pass finds fewer.
-            self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, min(int(k), 1000))}")
-            self.conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-            return [r[0] for r in self.conn.execute(
-                f"SELECT row FROM {self.name}.chunks ORDER BY embedding <=> %s::vector LIMIT %s",
-                (vector_text(query), int(k)))]
+            self.conn.execute(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, min(int(k), 1000))}; "
+                              "SET LOCAL hnsw.iterative_scan = strict_order")
+            found = self.conn.execute(f"SELECT row, embedding <=> %s::vector AS distance FROM {self.name}.chunks "
+                                      "ORDER BY distance LIMIT %s", (vector_text(query), int(k))).fetchall()
+            # The search worked out their cosines already: cosines() asks the database for the other rows only.
+            self._once(("cosines", query.tobytes()), dict).update((r, 1 - d) for r, d in found)
+            return [r for r, _ in found]
 
     def cosines(self, rows: list[int], query: np.ndarray) -> np.ndarray:
-        found = dict(self._rows(f"SELECT row, 1 - (embedding <=> %s::vector) FROM {self.name}.chunks "
-                                "WHERE row = ANY(%s)", (vector_text(query), list(rows))))
-        return np.array([found[r] for r in rows], dtype=np.float32)
+        with self.reading():
+            found = self._once(("cosines", query.tobytes()), dict)
+            missing = [r for r in rows if r not in found]
+            if missing:
+                found.update(self._rows(f"SELECT row, 1 - (embedding <=> %s::vector) FROM {self.name}.chunks "
+                                        "WHERE row = ANY(%s)", (vector_text(query), missing)))
+            return np.array([found[r] for r in rows], dtype=np.float32)
 
     def _bm25(self, terms: list[str], rows: list[int] | None = None, k: int = 0) -> list[tuple]:
         """BM25 as bm25s computes it (Lucene idf; tf / (tf + k1 (1 - b + b len / avg len))), a question's repeated

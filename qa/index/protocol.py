@@ -16,6 +16,10 @@ class IndexReader(Protocol):
     stay valid for the life of the reader (a row number in a folder generation, a chunk's key in the database)."""
 
     manifest: Manifest
+    # What a question's search can do on a helper thread while keyword_top runs on its own: "encode" the question
+    # (the keyword search runs in a database server's process), "nearest" (a FAISS graph search, which lets go of
+    # the interpreter's lock; an exact search in numpy competes with BM25 for the two cores and is not), or "".
+    beside_keywords: str
 
     @property
     def size(self) -> int: ...

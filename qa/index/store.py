@@ -95,6 +95,10 @@ class IndexData:
     _keyword_memo: tuple[tuple[str, ...] | None, np.ndarray] = field(
         default=(None, np.zeros(0, dtype=np.float32)), repr=False)
 
+    @property
+    def beside_keywords(self) -> str:  # qa/index/protocol.py
+        return "nearest" if self.dense is not None and self.dense.approximate_search else ""
+
     def chunk_sentence_vectors(self, row: int) -> np.ndarray:
         start, stop = self.sentence_rows[row]
         return self.sentence_vectors[start:stop]
