@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa.answering import (CONFIDENCE_FEATURES, HEADING_PENALTY, MODEL_FILE, SENTENCE_FEATURES,  # noqa: E402
-                          AnswerModel, Linear, is_question, joins)
+                          AnswerModel, Linear, joins)
 from qa.evaluation import ndcg_at  # noqa: E402
+from qa.shapes import is_question  # noqa: E402
 
 FOLDS = 4
 OLD = {"passage_weights": (0.3, 0.0, 1.0), "cut_off": 0.273}  # the hand-set rule this model replaces
@@ -207,7 +208,7 @@ def fit(cache: Path, write: bool) -> None:
         grid.append(g)
     old_train = ndcg(sci, None, (0, 0, 1), "train", old=True)
     # Questions (all of SQuAD's) and statements (all of SciFact's claims) are told apart by their form
-    # (qa.answering.is_question) and ranked with their own weights. Questions: the most SQuAD answers at rank 1
+    # (qa.shapes.is_question) and ranked with their own weights. Questions: the most SQuAD answers at rank 1
     # (out of fold) among the weights that lose no real-document or seed answer at rank 1 against the old rule
     # (SQuAD alone picks the largest probability weight, which costs real documents two: one genre again), so
     # those questions constrain these two weights. Statements: the best SciFact train nDCG@10.

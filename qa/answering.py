@@ -14,20 +14,10 @@ import numpy as np
 from qa.errors import ModelError
 from qa.index.keyword import stemmer_for, stopword_list
 from qa.records import Chunk
+from qa.shapes import KINDS, is_heading, question_kind
 
 MODEL_FILE = Path(__file__).parent / "data" / "answer_model.json"
 
-KINDS = ("count", "amount", "date", "person", "place", "other")
-_KIND_PATTERNS = (
-    ("date", r"\bwhen\b|\b(?:what|which|in what)\s+(?:year|date|day|month|century|decade|era|period|season)s?\b"
-             r"|\bhow long ago\b"),
-    ("count", r"\bhow\s+(?:many|often)\b|\b(?:what|which)\s+number\b"),
-    ("amount", r"\bhow\s+(?:much|long|old|far|big|large|tall|high|fast|heavy|deep|wide)\b"
-               r"|\b(?:what|which)\s+(?:percentage|percent|proportion|share|amount|size|rate|price|cost|value)\b"),
-    ("person", r"\bwho(?:m|se)?\b|\b(?:what|which)\s+(?:person|man|woman|author|president|king|queen|leader)\b"),
-    ("place", r"\bwhere\b|\b(?:what|which)\s+(?:country|city|state|place|region|town|continent|area|location)\b"),
-)
-_KIND = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KIND_PATTERNS]
 # Numbers and dates, found from a sentence's words and digits (one pass of simple patterns: this runs for
 # every sentence of every re-scored chunk).
 _NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten eleven twelve twenty thirty hundred "
@@ -35,7 +25,6 @@ _NUMBER_WORDS = frozenset("one two three four five six seven eight nine ten elev
 _DATE_WORDS = frozenset("january february march april may june july august september october november december "
                         "century centuries decade".split())
 _DIGIT = re.compile(r"\d")
-_LETTER = re.compile(r"[^\W\d_]")
 _DATE = re.compile(r"\b(?:1\d{3}|20\d{2})s?\b|\b\d{1,2}(?:st|nd|rd|th)\b")
 _AMOUNT_SIGNS = frozenset("$€£¥%")
 _AMOUNT_WORDS = frozenset("million billion trillion percent".split())
@@ -47,7 +36,6 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 _QUESTION_WORDS = ("who whom whose what which when where why how do does did doing can could would should shall "
                    "may might must is are was were am be been has have had i me my we our you your please tell "
                    "explain describe show give list find know about any there much many").split()
-_SENTENCE_END = tuple(".!?。！？…\"”’')»")
 
 # One row per candidate sentence; the model file names them, so a file for other features is refused.
 SENTENCE_FEATURES = (
@@ -62,40 +50,6 @@ HEADING_PENALTY = 20.0
 # One row per question, from its best candidates: is the question answered here at all?
 CONFIDENCE_FEATURES = ("best_sentence", "best_cosine", "top_chunk_cosine", "top_overlap", "known_terms",
                        "log_terms")
-
-
-def question_kind(question: str) -> str:
-    """What the question asks for: a number, a date, a person, a place or anything else."""
-    for kind, pattern in _KIND:
-        if pattern.search(question):
-            return kind
-    return "other"
-
-
-def is_heading(text: str, words: int | None = None) -> bool:
-    """A short line with no closing punctuation: a title or section heading rather than a sentence. `words`:
-    its word count, when the caller has it already."""
-    count = len(text.split()) if words is None else words
-    return ("\n" not in text and count <= 10 and not text.rstrip().endswith(_SENTENCE_END)
-            and not _labelled_row(text))
-
-
-def _labelled_row(text: str) -> bool:
-    """A table row that pairs a label with a figure ("Net Cash Income\t72,270\t73,600"): data, not a heading.
-    A row of labels only ("Name\tAge", "Q1 2020\tQ2 2020") or of figures only ("2006\t2007") heads its table."""
-    cells = text.split("\t")
-    worded = [_LETTER.search(c) is not None for c in cells]
-    return any(worded) and any(not w and _DIGIT.search(c) for c, w in zip(cells, worded))
-
-
-_ASKING = re.compile(r"^\W*(?:who|whom|whose|what|which|when|where|why|how|is|are|was|were|do|does|did|can|could|"
-                     r"should|would|will|has|have|had)\b|\?\W*$|_{3}", re.IGNORECASE)
-
-
-def is_question(text: str) -> bool:
-    """A question ("How much ...?") rather than a statement to find evidence for (a search, a claim to check):
-    the two are ranked with their own weights."""
-    return bool(_ASKING.search(text))
 
 
 def content_terms(terms: list[str], params: dict[str, object]) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa.answering import is_heading
+from qa.shapes import is_heading
 from qa.api import Answer, Retriever
 from qa.errors import QAError
 from qa.index.protocol import IndexReader

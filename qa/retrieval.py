@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qa.answering import (AnswerModel, Evidence, confidence_features, content_terms, is_question, load_model,
-                          sentence_features)
+from qa.answering import AnswerModel, Evidence, confidence_features, content_terms, load_model, sentence_features
 from qa.config import MODES, Settings
 from qa.embedding import Embedder
 from qa.errors import QuestionError
 from qa.records import Chunk, Hit
 from qa.rules import RULE_CONFIDENCE, asks_author, byline, expanded, expansion
+from qa.shapes import is_question
 from qa.index.keyword import bm25_tokenize
 from qa.index.protocol import IndexReader
 

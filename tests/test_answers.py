@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from qa.answering import (CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, content_terms,
-                          is_heading, load_model, question_kind)
+from qa.answering import CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, AnswerModel, content_terms, load_model
 from qa.errors import ModelError
 from qa.records import Chunk
 from qa.retrieval import _highlight
 from qa.rules import asks_author, byline, expanded, expansion
+from qa.shapes import is_heading, question_kind
 
 PARAMS = {"stemmer": "english", "stopwords": "en"}
 
