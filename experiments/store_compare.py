@@ -30,6 +30,7 @@ from qa.bench import DEFAULT_DATA, _files, _machine, _synthetic, synthetic_vecto
 from qa.citations import cite  # noqa: E402
 from qa.config import Settings  # noqa: E402
 from qa.evaluation import evaluate, load_beir, p50_p95  # noqa: E402
+from qa.errors import IndexMissingError  # noqa: E402
 from qa.index.keyword import bm25_tokenize  # noqa: E402
 from qa.index.pgsync import GRAPH_ROWS, index_into_postgres  # noqa: E402
 from qa.index.postgres import (PostgresIndex, StoreAddress, connect, graph_sql, meta_rows, schema_sql,  # noqa: E402
@@ -144,7 +145,7 @@ def _filled(url: str, name: str, base, size: int, reuse: bool) -> PostgresIndex:
     """The database index of `size` rows: filled now, or with `reuse` the one an earlier run left in QA_STORE's
     database when it holds that many rows (filling a million takes about 25 minutes)."""
     if reuse:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(IndexMissingError):  # not filled yet
             database = PostgresIndex(StoreAddress(url, name))
             if database.size == size:
                 return database

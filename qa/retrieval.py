@@ -24,8 +24,9 @@ _WORD = re.compile(r"\w", re.UNICODE)
 
 @functools.lru_cache(maxsize=1)
 def _helper() -> ThreadPoolExecutor:
-    # Two workers: two questions can be in flight at once (the web chat serves several people).
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="qa-encode")
+    # Two workers: two questions can be in flight at once (the web chat serves several people). A worker embeds a
+    # question or searches the graph (Searcher._searched).
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="qa-search")
 
 
 def fuse(dense: np.ndarray, keyword: np.ndarray, top_keyword: float, alpha: float) -> np.ndarray:
@@ -224,7 +225,7 @@ class Searcher:
         """The question's vector, its `pool` nearest rows and its `pool` best keyword rows with their BM25 scores.
         The keyword search runs on the caller's thread (it holds the question's snapshot); what the store allows
         runs beside it on a helper thread (IndexReader.beside_keywords): at a million chunks, the graph search
-        beside BM25 took the folder index from 13.2-17.2 to 9.9-12.1 ms p50 (experiments/README.md)."""
+        beside BM25 took the folder index from 15.96 to 13.27 ms p50, questions alternating (experiments/README.md)."""
         def keywords() -> tuple[list[int], np.ndarray]:
             return self.data.keyword_top(terms, pool) if pool else ([], np.zeros(0))
 
