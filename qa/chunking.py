@@ -1,18 +1,26 @@
 """Chunk stage: split a Document into sentence-aligned chunks measured in the embedding model's tokens."""
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from qa.errors import ModelError
 from qa.records import Chunk, Document
+from qa.shapes import is_heading
 
 # The model reads at most 256 tokens including [CLS] and [SEP]; a longer chunk would be silently cut.
 MODEL_MAX_TOKENS = 254
 TITLE_MAX_TOKENS = 24
+HEADING_MAX_TOKENS = 16
+# Lines that are list items, markup or a table's cells rather than a section's heading.
+_NOT_A_HEADING = re.compile(r"^(?:[-*+•–—>|<\[(]|\d+[.)]?$)|\t|=|`")
+_LETTER = re.compile(r"[^\W\d_]")
+_MARKDOWN_HEADING = re.compile(r"#{1,6}\s+\S")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n\s*")
 
 
@@ -29,7 +37,8 @@ class Unit:
 class Chunker:
     """Packs whole sentences into chunks of at most `chunk_tokens`, repeating up to `overlap_tokens`."""
 
-    def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int, title_context: bool = False) -> None:
+    def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int, title_context: bool = False,
+                 heading_context: bool = False) -> None:
         if not 8 <= chunk_tokens <= MODEL_MAX_TOKENS:
             raise ValueError(f"chunk size must be between 8 and {MODEL_MAX_TOKENS} tokens, not {chunk_tokens}")
         if not 0 <= overlap_tokens < chunk_tokens:
@@ -37,38 +46,47 @@ class Chunker:
         self.chunk_tokens = chunk_tokens
         self.overlap_tokens = overlap_tokens
         self.title_context = title_context
+        self.heading_context = heading_context
         self.tokenizer = load_tokenizer(model_path)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def chunk(self, document: Document) -> list[Chunk]:
-        return self._chunk(document, self._title(document.text) if self.title_context else "", 0, 1)
+        return self._chunk(document, self._title(document.text) if self.title_context else "", 0, 1)[0]
 
     def chunk_stream(self, source: str, blocks: Iterable[str]) -> Iterator[list[Chunk]]:
         """Chunks of a text too large to hold whole, given block by block (see loaders.stream_text); a block
         boundary acts like a page break. Offsets and lines are the whole text's, as if it were one Document."""
-        offset, line, title = 0, 1, None
+        offset, line, title, heading = 0, 1, None, ""
         for block in blocks:
             if title is None:
                 title = self._title(block) if self.title_context else ""
-            yield self._chunk(Document(source, block), title, offset, line)
+            chunks, heading = self._chunk(Document(source, block), title, offset, line, heading)
+            yield chunks
             offset += len(block)
             line += block.count("\n")
 
-    def _chunk(self, document: Document, title: str, offset: int, line: int) -> list[Chunk]:
-        # The title travels with every chunk into the model, so it comes out of each chunk's token budget.
+    def _chunk(self, document: Document, title: str, offset: int, line: int,
+               heading: str = "") -> tuple[list[Chunk], str]:
+        """The document's chunks and the section heading in force at its end (`heading`: at its start)."""
+        headings = self._headings(document, title) if self.heading_context else []
+        # The title travels with every chunk into the model, so it comes out of each chunk's token budget. A section
+        # heading does not: chunks stay where they were without one. It takes the room the model has beyond the
+        # chunk size instead (it reads 254 tokens: 160 of text, 24 of title and 16 of heading fit).
         budget = self.chunk_tokens - (self.count_tokens([title])[0] + 1 if title else 0)
         units = self._units(document, budget)
         chunks: list[Chunk] = []
         i = 0
         while i < len(units):
+            at = bisect.bisect_right(headings, units[i].start, key=lambda h: h[0])
+            name = headings[at - 1][1] if at else heading
             j, total = i, 0
             while j < len(units) and units[j].region == units[i].region and total + units[j].tokens <= budget:
                 total += units[j].tokens
                 j += 1
             j = max(j, i + 1)
-            chunks.append(self._make_chunk(document, units[i:j], title, offset, line))
+            chunks.append(self._make_chunk(document, units[i:j], title, name, offset, line))
             if j >= len(units):
                 break
             # Step back over trailing sentences that fit in the overlap, but always move forward.
@@ -77,19 +95,40 @@ class Chunker:
                 back -= 1
                 overlap += units[back].tokens
             i = back
-        return chunks
+        return chunks, headings[-1][1] if headings else heading
 
     def _title(self, text: str) -> str:
         """The document's first line when it reads like a title (short, no sentence end), cut to a few tokens."""
         first = text[:2000].lstrip().split("\n", 1)[0].strip().lstrip("#").strip()
         if not first or len(first.split()) > 20 or first.endswith((".", "?", "!", ":")):
             return ""
-        encoding = self.tokenizer.encode(first, add_special_tokens=False)
-        if len(encoding.ids) > TITLE_MAX_TOKENS:
-            first = first[: encoding.offsets[TITLE_MAX_TOKENS - 1][1]]
-        return first
+        return self._cut(first, TITLE_MAX_TOKENS)
 
-    def _make_chunk(self, document: Document, units: list[Unit], title: str, offset: int, line: int) -> Chunk:
+    def _cut(self, text: str, tokens: int) -> str:
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        return text[: encoding.offsets[tokens - 1][1]] if len(encoding.ids) > tokens else text
+
+    def _headings(self, document: Document, title: str) -> list[tuple[int, str]]:
+        """(offset, text) of each paragraph that heads a section: a Markdown heading, or one line of its own that
+        reads as a heading (short, no sentence end, not a list item, table row or markup), said once in the
+        document (a line repeated is page furniture) and followed by a paragraph that is not one. Not in PDFs:
+        there a line between blank lines is as often a formula, a figure label or a running head."""
+        room = min(HEADING_MAX_TOKENS, MODEL_MAX_TOKENS - self.chunk_tokens - 1)
+        if document.page_starts or room < 2:
+            return []
+        text = document.text
+        paragraphs = [(s, e, text[s:e]) for s, e in _paragraphs(text, 0, len(text))]
+        seen = Counter(p for _, _, p in paragraphs)
+        marked = [_MARKDOWN_HEADING.match(p) is not None or (seen[p] == 1 and _plain_heading(text, s, p)) for s, _, p in paragraphs]
+        found = []
+        for n, (start, _, paragraph) in enumerate(paragraphs[:-1]):
+            name = paragraph.lstrip("#").strip()
+            if marked[n] and not marked[n + 1] and "\n" not in paragraph and name and name != title:
+                found.append((start, self._cut(name, room)))
+        return found
+
+    def _make_chunk(self, document: Document, units: list[Unit], title: str, heading: str, offset: int,
+                    line: int) -> Chunk:
         # `offset` and `line` place a block of a streamed text within the whole text (0 and 1 otherwise).
         start, end = units[0].start, units[-1].end
         text = document.text[start:end]
@@ -104,7 +143,7 @@ class Chunker:
             page_label=document.label_at(start),
             line=document.line_at(start) + line - 1,
             sentences=tuple((u.start + offset, u.end + offset) for u in units),
-            context="" if not title or title in text else title,
+            context="\n".join(c for c in (title, heading) if c and c not in text),
         )
 
     def _units(self, document: Document, budget: int) -> list[Unit]:
@@ -139,6 +178,15 @@ class Chunker:
             pieces.append(Unit(piece_start, piece_end, last - first, region))
             first = last
         return pieces
+
+
+def _plain_heading(text: str, start: int, line: str) -> bool:
+    """A line that is not Markdown reads as a heading: at the start of its line (not indented like code), short,
+    with letters and no sentence end (nor a colon: it introduces what follows), and not a list item, a table row
+    or markup."""
+    return ((start == 0 or text[start - 1] == "\n") and len(line) <= 100 and is_heading(line)
+            and not line.endswith((":", ",", ";"))
+            and _LETTER.search(line) is not None and not _NOT_A_HEADING.search(line))
 
 
 def _starts_word(text: str, offset: int) -> bool:

@@ -68,6 +68,9 @@ class Settings:
     # it scored nDCG@10 0.7373 against 0.7336 without (docs/evaluation.md, OpenVINO int8, sentence vectors
     # pooled from the chunk's pass; with torch and separately embedded sentences it had lost, 0.7197 vs 0.723).
     title_context: bool = True
+    # Give every chunk the heading of the section it starts in (DOCX, HTML, Markdown, text; not PDF) as context
+    # too, so that a table or list under "Eddie" or "Ownership Rules" is found by what its section is about.
+    heading_context: bool = True
     # Files larger than this are reported and skipped (QA_MAX_FILE_MB, default 200).
     max_file_bytes: int = field(default_factory=lambda: int(float(os.environ.get("QA_MAX_FILE_MB") or 200) * 2**20))
     mode: Mode = "hybrid"
@@ -115,4 +118,4 @@ class Settings:
     def chunk_settings(self) -> dict[str, object]:
         """The settings that change the chunks and their vectors; an index built with others must be rebuilt."""
         return {"chunk_tokens": self.chunk_tokens, "overlap_tokens": self.overlap_tokens,
-                "title_context": self.title_context}
+                "title_context": self.title_context, "heading_context": self.heading_context}

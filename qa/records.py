@@ -45,8 +45,8 @@ class Document:
 @dataclass(frozen=True)
 class Chunk:
     """A span of a document: `document.text[start:end] == text`. `sentences` are absolute spans. `context` is the
-    document's title for chunks that do not contain it: embedded and keyword-indexed with the text, never shown
-    as part of it."""
+    document's title and the heading of the section the chunk starts in, those the chunk does not contain, one per
+    line: embedded and keyword-indexed with the text, never shown as part of it."""
 
     id: str
     source: str

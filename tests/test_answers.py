@@ -232,3 +232,42 @@ def test_sentence_terms_are_the_index_tokenizers_the_second_time_too():
     expected = bm25_tokenize(texts, params)
     assert words(texts, params) == expected and words(list(reversed(texts)), params) == expected[::-1]
     assert expected[0] == ["fishermen", "were", "count", "net", "twice"]  # bm25s keeps "were"
+
+
+_PEOPLE = {"Patrick": (17542, 18441), "Siobhan": (41200, 42480), "Eddie": (72270, 73600), "Mary": (21042, 22140),
+           "John": (50310, 51250)}
+
+
+def _budget_report(path) -> None:
+    """A Word report in the shape of a real one: each household's name on a line of its own, a sentence about
+    them, then a table whose rows never name them again."""
+    from conftest import make_docx
+
+    paragraphs = ["Illustrative cases", "These cases show what the budget means for a few households."]
+    for n, (name, (before, after)) in enumerate(_PEOPLE.items()):
+        paragraphs += [name, f"{name} works in the town and pays tax at the standard rate. Their income is "
+                             "set out below for both years.", "2006\t2007"]
+        paragraphs += [f"{label}\t{1000 * (n + 2) + 37 * i:,}\t{1100 * (n + 2) + 41 * i:,}" for i, label in
+                       enumerate(["Gross Income", "Standard Rate Band", "Income Tax liability", "Less Tax Credits",
+                                  "Total Income Tax Due", "PRSI", "Levies", "Total Liability"])]
+        paragraphs.append(f"Net Cash Income\t{before:,}\t{after:,}")
+    make_docx(path, paragraphs)
+
+
+@pytest.mark.parametrize("heading_context", [True, False])
+def test_a_table_is_found_by_the_heading_of_its_section(tmp_path, settings, heading_context):
+    from qa.api import Retriever, build_index
+
+    (tmp_path / "docs").mkdir()
+    _budget_report(tmp_path / "docs" / "cases.docx")
+    chosen = settings.with_(index_dir=tmp_path / "idx", chunk_tokens=64, overlap_tokens=8,
+                            heading_context=heading_context)
+    build_index([tmp_path / "docs"], settings=chosen)
+    retriever = Retriever(chosen.index_dir, settings=chosen)
+    found = 0
+    for name, (_, after) in _PEOPLE.items():
+        passages = retriever.retrieve(f"What is {name}'s net cash income in 2007?", k=1)
+        found += bool(passages) and f"{after:,}" in passages[0].text
+    # With the heading carried, the tables are found by the household's name (the first household's opening chunk,
+    # which names it twice, may still win); without it, by luck at most (0 of 5 when this was written).
+    assert found >= len(_PEOPLE) - 1 if heading_context else found <= 1

@@ -5,13 +5,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import make_docx, make_pdf
-from qa.chunking import MODEL_MAX_TOKENS, TITLE_MAX_TOKENS, Chunker, sentence_spans
+from qa.chunking import HEADING_MAX_TOKENS, MODEL_MAX_TOKENS, TITLE_MAX_TOKENS, Chunker, sentence_spans
 from qa.config import Settings
 from qa.loaders import load
 from qa.records import Document
 
 SETTINGS = Settings()
-CHUNKER = Chunker(SETTINGS.model_path, 48, 12, title_context=True)  # titles on: the budget code is exercised
+# Titles and section headings on: the budget code and the headings' offsets are exercised.
+CHUNKER = Chunker(SETTINGS.model_path, 48, 12, title_context=True, heading_context=True)
 
 _word = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFG0123456789éü-'", min_size=1, max_size=14)
 _sentence = st.builds(lambda ws, end: " ".join(ws) + end, st.lists(_word, min_size=1, max_size=30),
@@ -27,7 +28,9 @@ def _check(document: Document, chunker: Chunker = CHUNKER) -> list:
         assert document.text[chunk.start : chunk.end] == chunk.text
         assert chunk.sentences[0][0] == chunk.start and chunk.sentences[-1][1] == chunk.end
         assert chunker.count_tokens([chunk.index_text])[0] <= MODEL_MAX_TOKENS
-        assert chunker.count_tokens([chunk.index_text])[0] <= chunker.chunk_tokens or len(chunk.sentences) == 1
+        # A section heading is context beyond the chunk size (it takes the model's spare room), never more.
+        limit = chunker.chunk_tokens + (HEADING_MAX_TOKENS + 1 if chunker.heading_context and chunk.context else 0)
+        assert chunker.count_tokens([chunk.index_text])[0] <= limit or len(chunk.sentences) == 1
         assert chunk.page == document.page_at(chunk.start)
     for before, after in zip(chunks, chunks[1:]):
         assert after.start > before.start  # always moves forward
@@ -116,6 +119,62 @@ def test_title_travels_with_every_chunk_but_is_never_part_of_the_text():
     # The spans the model pools sentence vectors from are the same sentences, inside the text it is given.
     assert all([c.index_text[a:b] for a, b in c.index_sentences] == c.sentence_texts for c in chunks)
     assert CHUNKER.chunk(Document("s.txt", "A sentence that ends.\n\nAnother one.")) [0].context == ""
+
+
+def _sections(*names: str, rows: int = 12) -> str:
+    """A report whose sections each hold a table long enough to fill chunks of their own."""
+    parts = ["Budget illustrative cases", "These cases show what the budget means for a few households."]
+    for name in names:
+        parts += [name, f"{name.lstrip('# ')} is single and earns a salary.",
+                  *(f"Line item {i}\t{1000 + i * 7:,}\t{1200 + i * 9:,}" for i in range(rows))]
+    return "\n\n".join(parts)
+
+
+def test_a_section_heading_travels_with_the_chunks_of_its_section():
+    doc = Document("cases.docx", _sections("Eddie", "## Mary Smith"))
+    chunks = CHUNKER.chunk(doc)
+    plain = Chunker(SETTINGS.model_path, 48, 12, title_context=True).chunk(doc)
+    # Chunks stay where they were without headings; only their context grows.
+    assert [(c.start, c.end) for c in chunks] == [(c.start, c.end) for c in plain]
+    eddie, mary = doc.text.index("Eddie"), doc.text.index("## Mary Smith")
+    for chunk in chunks:
+        heading = "Mary Smith" if chunk.start >= mary else "Eddie" if chunk.start >= eddie else ""
+        in_text = heading in chunk.text
+        assert chunk.context == "\n".join(c for c in ("Budget illustrative cases", heading if not in_text else "")
+                                          if c and c not in chunk.text), chunk.text[:40]
+    assert sum("\nEddie" in c.context for c in chunks) >= 1 and sum("Mary Smith" in c.context for c in chunks) >= 1
+    _check(doc)
+
+
+@pytest.mark.parametrize("line", [
+    "- a list item", "Next, the figures:", "Total\t1,200\t1,300", "2006", "<b>bold</b>", "x = 1",
+    "This line ends a sentence.",
+])
+def test_lines_that_are_not_headings_give_no_context(line):
+    doc = Document("n.txt", "Report title\n\n" + line + "\n\n" + " ".join(f"Fact {i} holds." for i in range(40)))
+    assert all("\n" not in c.context and c.context in ("", "Report title") for c in CHUNKER.chunk(doc))
+
+
+def test_headings_are_not_guessed_in_pdfs_or_from_repeated_lines():
+    text = _sections("Eddie", "Mary")
+    pdf = Document("cases.pdf", text, (0, text.index("Mary\n")))
+    assert all("Eddie" not in c.context for c in CHUNKER.chunk(pdf))
+    repeated = text.replace("Line item 3", "Eddie\n\nLine item 3")  # "Eddie" twice: furniture, not a section
+    assert all("Eddie" not in c.context for c in CHUNKER.chunk(Document("r.txt", repeated)))
+
+
+def test_a_streamed_text_carries_its_heading_into_the_next_block():
+    text = _sections("Eddie")
+    cut = text.index("Line item 9")
+    blocks = list(CHUNKER.chunk_stream("big.txt", [text[:cut], text[cut:]]))
+    assert blocks[1] and all(c.context.endswith("\nEddie") for c in blocks[1])
+
+
+def test_no_heading_context_where_the_model_has_no_room_for_it():
+    wide = Chunker(SETTINGS.model_path, MODEL_MAX_TOKENS - 1, 12, title_context=True, heading_context=True)
+    doc = Document("w.txt", _sections("Eddie", "Mary", rows=80))
+    chunks = wide.chunk(doc)
+    assert len(chunks) > 2 and all("Eddie" not in c.context and "Mary" not in c.context for c in chunks)
 
 
 def test_bad_chunk_settings():
