@@ -17,8 +17,8 @@ from qa.shapes import is_heading
 MODEL_MAX_TOKENS = 254
 TITLE_MAX_TOKENS = 24
 HEADING_MAX_TOKENS = 16
-# Lines that are list items, markup or a table's cells rather than a section's heading.
-_NOT_A_HEADING = re.compile(r"^(?:[-*+•–—>|<\[(]|\d+[.)]?$)|\t|=|`")
+# Lines that are list items, markup, a table's cells or a form's fields spaced apart rather than a section's heading.
+_NOT_A_HEADING = re.compile(r"^(?:[-*+•–—>|<\[(]|\d+[.)]?$)|\t|=|`|_{3}|\S {2,}\S")
 _LETTER = re.compile(r"[^\W\d_]")
 _MARKDOWN_HEADING = re.compile(r"#{1,6}\s+\S")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\f\v]*\n\s*")

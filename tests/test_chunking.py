@@ -148,6 +148,7 @@ def test_a_section_heading_travels_with_the_chunks_of_its_section():
 
 @pytest.mark.parametrize("line", [
     "- a list item", "Next, the figures:", "Total\t1,200\t1,300", "2006", "<b>bold</b>", "x = 1",
+    "Day          Month          Year", "Signature ____________",
     "This line ends a sentence.",
 ])
 def test_lines_that_are_not_headings_give_no_context(line):
