@@ -119,11 +119,13 @@ class Chunker:
         text = document.text
         paragraphs = [(s, e, text[s:e]) for s, e in _paragraphs(text, 0, len(text))]
         seen = Counter(p for _, _, p in paragraphs)
-        marked = [_MARKDOWN_HEADING.match(p) is not None or (seen[p] == 1 and _plain_heading(text, s, p)) for s, _, p in paragraphs]
+        marked = [_MARKDOWN_HEADING.match(p) is not None or (seen[p] == 1 and _plain_heading(text, s, p))
+                  for s, _, p in paragraphs]
         found = []
         for n, (start, _, paragraph) in enumerate(paragraphs[:-1]):
             name = paragraph.lstrip("#").strip()
-            if marked[n] and not marked[n + 1] and "\n" not in paragraph and name and name != title:
+            is_title = bool(title) and name.startswith(title)  # the title line, whole or as cut to its tokens
+            if marked[n] and not marked[n + 1] and "\n" not in paragraph and name and not is_title:
                 found.append((start, self._cut(name, room)))
         return found
 

@@ -14,7 +14,7 @@ from qa.config import MODES, Settings
 from qa.embedding import Embedder
 from qa.errors import QuestionError
 from qa.records import Chunk, Hit
-from qa.rules import RULE_CONFIDENCE, asks_author, byline, expanded, expansion
+from qa.rules import RULE_CONFIDENCE, asks_author, byline, defined, definition, expanded, expansion
 from qa.shapes import is_question
 from qa.index.keyword import bm25_tokenize
 from qa.index.protocol import IndexReader
@@ -215,6 +215,8 @@ class Searcher:
             hits, confidence = _rule_first(hits, confidence, lambda t, at: expansion(t, at, short), False)
         elif asks_author(ev.question):
             hits, confidence = _rule_first(hits, confidence, byline, True)
+        elif term := defined(ev.question):
+            hits, confidence = _rule_first(hits, confidence, lambda t, at: definition(t, at, term), False)
         rest = self.data.chunks_at([row for row, _, _ in gathered.rest])
         for chunk, (_, score, cosine) in zip(rest, gathered.rest):  # beyond the re-scored head: no highlight
             hits.append(Hit(chunk, score, cosine, 0.0, chunk.sentences[0], 0.0))

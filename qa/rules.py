@@ -1,4 +1,4 @@
-"""The byline and abbreviation rules: answers that no sentence model trained on encyclopaedia questions learns."""
+"""The byline, abbreviation and definition rules: answers a sentence model trained on encyclopaedia questions misses."""
 from __future__ import annotations
 
 import re
@@ -59,3 +59,30 @@ def expansion(text: str, start: int, short: str) -> tuple[int, int] | None:
     if re.search(rf"\w[\w\s,.&'’-]*\(\s*{s}\s*\)|\b{s}\W{{0,2}}\s+(?:stands|is short)\s+for\b", text, re.IGNORECASE):
         return start, start + len(text)
     return None
+
+
+_DEFINITION_QUESTION = re.compile(
+    r"^\W*(?:what|who|was|wer)\s+(?:is|are|was|were|ist|sind|war)\s+(?:(?:a|an|the|ein|eine|der|die|das)\s+)?"
+    r"([^?!.,;:]{2,60}?)\s*\??\s*$", re.IGNORECASE)
+_DEFINITION_WORDS = 6  # "What is the OMB number of the 2010 Form 1040?" asks for a number, not a definition
+_ARTICLE = r"(?:(?:a|an|the|ein|eine|einen|der|die|das)\s+)?"
+_DEFINES = r"(?:is|are|was|were|ist|sind|war|refers\s+to|means|bezeichnet)\b"
+
+
+def defined(question: str) -> str | None:
+    """The term a question like "What is a topological space?" or "Was ist ein topologischer Raum?" asks to
+    have defined (a few words, without its article)."""
+    found = _DEFINITION_QUESTION.search(question)
+    term = found.group(1).strip() if found else ""
+    return term if term and len(term.split()) <= _DEFINITION_WORDS else None
+
+
+def definition(text: str, start: int, term: str) -> tuple[int, int] | None:
+    """The span of the sentence at `start`, from the line where it defines `term`: a line that opens with the term
+    (an article before it, a parenthesis after it allowed) followed by "is", "are", "refers to", "means" (or German
+    "ist", "sind"). A line, not only the sentence's start: in a PDF a definition's headings ("1.1 Topological
+    spaces", "Definition 1") run into its sentence."""
+    name = r"\s+".join(re.escape(word) for word in term.split())
+    found = re.search(rf"^[^\w\n]*{_ARTICLE}{name}\s*(?:\([^)]*\)\s*)?,?\s+{_DEFINES}", text,
+                      re.IGNORECASE | re.MULTILINE)
+    return (start + found.start(), start + len(text)) if found else None

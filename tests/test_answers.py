@@ -14,7 +14,7 @@ from qa.answering import CONFIDENCE_FEATURES, MODEL_FILE, SENTENCE_FEATURES, Ans
 from qa.errors import ModelError
 from qa.records import Chunk
 from qa.retrieval import _highlight
-from qa.rules import asks_author, byline, expanded, expansion
+from qa.rules import asks_author, byline, defined, definition, expanded, expansion
 from qa.shapes import is_heading, question_kind
 
 PARAMS = {"stemmer": "english", "stopwords": "en"}
@@ -271,3 +271,46 @@ def test_a_table_is_found_by_the_heading_of_its_section(tmp_path, settings, head
     # With the heading carried, the tables are found by the household's name (the first household's opening chunk,
     # which names it twice, may still win); without it, by luck at most (0 of 5 when this was written).
     assert found >= len(_PEOPLE) - 1 if heading_context else found <= 1
+
+
+@pytest.mark.parametrize("question,term", [
+    ("What is a topological space?", "topological space"), ("Was ist ein topologischer Raum?", "topologischer Raum"),
+    ("Who is Andreas Gal?", "Andreas Gal"), ("What are hash tables", "hash tables"),
+    ("What is the OMB number of the 2010 Form 1040?", None),  # a number asked for, in too many words
+    ("Why is the sky blue?", None), ("What does mpsc stand for?", None),
+])
+def test_definition_questions(question, term):
+    assert defined(question) == term
+
+
+@pytest.mark.parametrize("text,found", [
+    ("A topological space (X, T) is a set X with a family T of subsets.", 0),
+    ("Topological spaces are sets with a topology.", None),  # not the term asked ("topological space")
+    ("1.1 Topologische Räume\nDefinition 1\nEin topologischer Raum ist ein Paar (X, T).", 36),
+    ("Every metric space is also a topological space.", None),  # the term, but not defined here
+])
+def test_definition_sentence(text, found):
+    term = "topologischer Raum" if "Raum" in text else "topological space"
+    span = definition(text, 100, term)
+    assert (span is None) if found is None else span == (100 + found, 100 + len(text))
+
+
+def test_a_definition_question_is_answered_by_the_definition(tmp_path, settings):
+    """The passage that defines the term comes first, with the definition highlighted, even where passages that
+    only use the term rank above it; in a PDF-like layout its headings run into the sentence."""
+    from qa.api import Retriever, build_index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    uses = " ".join(f"Lemma {i}. Every compact topological space in example {i} is a topological space whose "
+                    f"open cover has a finite subcover, as a topological space should." for i in range(6))
+    (docs / "lemmas.txt").write_text("Topological space lemmas\n\n" + uses, encoding="utf-8")
+    (docs / "notes.txt").write_text(
+        "Lecture notes\n\nChapter 1\n1.1 Basic notions\nDefinition 1\nA topological space is a pair (X, T) of a "
+        "set X and a family T of its subsets, closed under unions and finite intersections.\n\nThe exercises "
+        "follow at the end of the chapter.", encoding="utf-8")
+    chosen = settings.with_(index_dir=tmp_path / "idx")
+    build_index([docs], settings=chosen)
+    answer = Retriever(chosen.index_dir, settings=chosen).ask("What is a topological space?")
+    assert answer.answer is not None and answer.answer.text.startswith("A topological space is a pair")
+    assert answer.passages[0].source == "notes.txt"

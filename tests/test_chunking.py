@@ -171,6 +171,13 @@ def test_a_streamed_text_carries_its_heading_into_the_next_block():
     assert blocks[1] and all(c.context.endswith("\nEddie") for c in blocks[1])
 
 
+def test_a_long_title_is_not_taken_for_a_section_heading():
+    title = "Defective replication stress response inhibits lymphomagenesis and impairs lymphocyte reconstitution"
+    doc = Document("t.txt", title + "\n\n" + " ".join(f"Finding {i} was replicated in mice." for i in range(60)))
+    chunks = CHUNKER.chunk(doc)
+    assert len(chunks) > 2 and all("\n" not in c.context for c in chunks)  # the (cut) title once, no heading
+
+
 def test_no_heading_context_where_the_model_has_no_room_for_it():
     wide = Chunker(SETTINGS.model_path, MODEL_MAX_TOKENS - 1, 12, title_context=True, heading_context=True)
     doc = Document("w.txt", _sections("Eddie", "Mary", rows=80))
