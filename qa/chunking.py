@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from qa.abbreviations import defined_abbreviations
 from qa.errors import ModelError
 from qa.records import Chunk, Document
 from qa.shapes import is_heading
@@ -17,6 +18,8 @@ from qa.shapes import is_heading
 MODEL_MAX_TOKENS = 254
 TITLE_MAX_TOKENS = 24
 HEADING_MAX_TOKENS = 16
+ABBREVIATIONS_MAX_TOKENS = 32  # "PC: probability of causation; RR: relative risk": at most four, cut to this
+_WORDS = re.compile(r"[\w-]+")
 # Lines that are list items, markup, a table's cells or a form's fields spaced apart rather than a section's heading.
 _NOT_A_HEADING = re.compile(r"^(?:[-*+•–—>|<\[(]|\d+[.)]?$)|\t|=|`|_{3}|\S {2,}\S")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -38,7 +41,7 @@ class Chunker:
     """Packs whole sentences into chunks of at most `chunk_tokens`, repeating up to `overlap_tokens`."""
 
     def __init__(self, model_path: str, chunk_tokens: int, overlap_tokens: int, title_context: bool = False,
-                 heading_context: bool = False) -> None:
+                 heading_context: bool = False, abbreviation_context: bool = False) -> None:
         if not 8 <= chunk_tokens <= MODEL_MAX_TOKENS:
             raise ValueError(f"chunk size must be between 8 and {MODEL_MAX_TOKENS} tokens, not {chunk_tokens}")
         if not 0 <= overlap_tokens < chunk_tokens:
@@ -47,6 +50,11 @@ class Chunker:
         self.overlap_tokens = overlap_tokens
         self.title_context = title_context
         self.heading_context = heading_context
+        self.abbreviation_context = abbreviation_context
+        # Headings and abbreviations take the room the model reads beyond the chunk size.
+        spare = MODEL_MAX_TOKENS - chunk_tokens
+        self._heading_room = min(HEADING_MAX_TOKENS, spare - 1)
+        self._abbreviation_room = min(ABBREVIATIONS_MAX_TOKENS, spare - max(self._heading_room, 0) - 2)
         self.tokenizer = load_tokenizer(model_path)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
@@ -58,19 +66,25 @@ class Chunker:
     def chunk_stream(self, source: str, blocks: Iterable[str]) -> Iterator[list[Chunk]]:
         """Chunks of a text too large to hold whole, given block by block (see loaders.stream_text); a block
         boundary acts like a page break. Offsets and lines are the whole text's, as if it were one Document."""
-        offset, line, title, heading = 0, 1, None, ""
+        offset, line, title, heading, known = 0, 1, None, "", {}
         for block in blocks:
             if title is None:
                 title = self._title(block) if self.title_context else ""
-            chunks, heading = self._chunk(Document(source, block), title, offset, line, heading)
+            if self.abbreviation_context:  # an abbreviation defined in one block is spelled out in the next
+                known = {**defined_abbreviations(block), **known}
+            chunks, heading = self._chunk(Document(source, block), title, offset, line, heading, known)
             yield chunks
             offset += len(block)
             line += block.count("\n")
 
-    def _chunk(self, document: Document, title: str, offset: int, line: int,
-               heading: str = "") -> tuple[list[Chunk], str]:
-        """The document's chunks and the section heading in force at its end (`heading`: at its start)."""
+    def _chunk(self, document: Document, title: str, offset: int, line: int, heading: str = "",
+               known: dict[str, str] | None = None) -> tuple[list[Chunk], str]:
+        """The document's chunks and the section heading in force at its end (`heading`: at its start; `known`:
+        the abbreviations a streamed text defined so far)."""
         headings = self._headings(document, title) if self.heading_context else []
+        if known is None and self.abbreviation_context and self._abbreviation_room >= 4:
+            known = defined_abbreviations(document.text)
+        abbreviations = known or {}
         # The title travels with every chunk into the model, so it comes out of each chunk's token budget. A section
         # heading does not: chunks stay where they were without one. It takes the room the model has beyond the
         # chunk size instead (it reads 254 tokens: 160 of text, 24 of title and 16 of heading fit).
@@ -86,7 +100,7 @@ class Chunker:
                 total += units[j].tokens
                 j += 1
             j = max(j, i + 1)
-            chunks.append(self._make_chunk(document, units[i:j], title, name, offset, line))
+            chunks.append(self._make_chunk(document, units[i:j], title, name, abbreviations, offset, line))
             if j >= len(units):
                 break
             # Step back over trailing sentences that fit in the overlap, but always move forward.
@@ -113,7 +127,7 @@ class Chunker:
         reads as a heading (short, no sentence end, not a list item, table row or markup), said once in the
         document (a line repeated is page furniture) and followed by a paragraph that is not one. Not in PDFs:
         there a line between blank lines is as often a formula, a figure label or a running head."""
-        room = min(HEADING_MAX_TOKENS, MODEL_MAX_TOKENS - self.chunk_tokens - 1)
+        room = self._heading_room
         if document.page_starts or room < 2:
             return []
         text = document.text
@@ -129,8 +143,19 @@ class Chunker:
                 found.append((start, self._cut(name, room)))
         return found
 
-    def _make_chunk(self, document: Document, units: list[Unit], title: str, heading: str, offset: int,
-                    line: int) -> Chunk:
+    def _spelled_out(self, text: str, abbreviations: dict[str, str]) -> str:
+        """"PC: probability of causation; RR: relative risk" for the abbreviations the text uses without their
+        definition (at most four, in the order the document defines them)."""
+        if not abbreviations:
+            return ""
+        used = set(_WORDS.findall(text))
+        lowered = text.lower()
+        items = [f"{short}: {long}" for short, long in abbreviations.items()
+                 if short in used and f"({short})" not in text and long.lower() not in lowered][:4]
+        return self._cut("; ".join(items), self._abbreviation_room) if items else ""
+
+    def _make_chunk(self, document: Document, units: list[Unit], title: str, heading: str,
+                    abbreviations: dict[str, str], offset: int, line: int) -> Chunk:
         # `offset` and `line` place a block of a streamed text within the whole text (0 and 1 otherwise).
         start, end = units[0].start, units[-1].end
         text = document.text[start:end]
@@ -145,7 +170,7 @@ class Chunker:
             page_label=document.label_at(start),
             line=document.line_at(start) + line - 1,
             sentences=tuple((u.start + offset, u.end + offset) for u in units),
-            context="\n".join(c for c in (title, heading) if c and c not in text),
+            context="\n".join(c for c in (title, heading, self._spelled_out(text, abbreviations)) if c and c not in text),
         )
 
     def _units(self, document: Document, budget: int) -> list[Unit]:

@@ -5,14 +5,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import make_docx, make_pdf
-from qa.chunking import HEADING_MAX_TOKENS, MODEL_MAX_TOKENS, TITLE_MAX_TOKENS, Chunker, sentence_spans
+from qa.abbreviations import defined_abbreviations
+from qa.chunking import (ABBREVIATIONS_MAX_TOKENS, HEADING_MAX_TOKENS, MODEL_MAX_TOKENS, TITLE_MAX_TOKENS, Chunker,
+                         sentence_spans)
 from qa.config import Settings
 from qa.loaders import load
 from qa.records import Document
 
 SETTINGS = Settings()
-# Titles and section headings on: the budget code and the headings' offsets are exercised.
-CHUNKER = Chunker(SETTINGS.model_path, 48, 12, title_context=True, heading_context=True)
+# Titles, section headings and abbreviations on: the budget code and the headings' offsets are exercised.
+CHUNKER = Chunker(SETTINGS.model_path, 48, 12, title_context=True, heading_context=True, abbreviation_context=True)
 
 _word = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFG0123456789éü-'", min_size=1, max_size=14)
 _sentence = st.builds(lambda ws, end: " ".join(ws) + end, st.lists(_word, min_size=1, max_size=30),
@@ -29,7 +31,8 @@ def _check(document: Document, chunker: Chunker = CHUNKER) -> list:
         assert chunk.sentences[0][0] == chunk.start and chunk.sentences[-1][1] == chunk.end
         assert chunker.count_tokens([chunk.index_text])[0] <= MODEL_MAX_TOKENS
         # A section heading is context beyond the chunk size (it takes the model's spare room), never more.
-        limit = chunker.chunk_tokens + (HEADING_MAX_TOKENS + 1 if chunker.heading_context and chunk.context else 0)
+        limit = chunker.chunk_tokens + (HEADING_MAX_TOKENS + 1 if chunker.heading_context and chunk.context else 0) \
+            + (ABBREVIATIONS_MAX_TOKENS + 1 if chunker.abbreviation_context and chunk.context else 0)
         assert chunker.count_tokens([chunk.index_text])[0] <= limit or len(chunk.sentences) == 1
         assert chunk.page == document.page_at(chunk.start)
     for before, after in zip(chunks, chunks[1:]):
@@ -183,6 +186,41 @@ def test_no_heading_context_where_the_model_has_no_room_for_it():
     doc = Document("w.txt", _sections("Eddie", "Mary", rows=80))
     chunks = wide.chunk(doc)
     assert len(chunks) > 2 and all("Eddie" not in c.context and "Mary" not in c.context for c in chunks)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("the probability of causation (PC) exceeds", {"PC": "probability of causation"}),
+    ("exposure to polychlorinated biphenyls (PCBs) and the aryl hydrocarbon receptor (AhR)",
+     {"PCBs": "polychlorinated biphenyls", "AhR": "aryl hydrocarbon receptor"}),
+    ("the Hypertext Transfer Protocol (HTTP) is", {"HTTP": "Hypertext Transfer Protocol"}),
+    ("risk in Denmark (Denmark) and the results (NS)", {}),  # one capital; no word before starts with "n"
+    ("the weight (kg) and the figure (A)", {}),
+])
+def test_abbreviations_a_document_defines(text, expected):
+    assert defined_abbreviations(text) == expected
+
+
+def _abbreviated() -> str:
+    sentences = [f"Study {i} measured how often the PC stayed above the threshold." for i in range(40)]
+    return ("Causation report\n\nThe probability of causation (PC) is the share of cases due to the exposure. "
+            + " ".join(sentences))
+
+
+def test_an_abbreviation_is_spelled_out_where_a_chunk_uses_it_without_its_definition():
+    doc = Document("pc.txt", _abbreviated())
+    chunks = _check(doc)
+    assert len(chunks) > 3 and "(PC)" in chunks[0].text and "probability of causation" not in chunks[0].context
+    assert all(c.context.endswith("PC: probability of causation") for c in chunks[1:] if "(PC)" not in c.text)
+    plain = Chunker(SETTINGS.model_path, 48, 12, title_context=True, heading_context=True).chunk(doc)
+    assert [(c.start, c.end) for c in chunks] == [(c.start, c.end) for c in plain]  # nothing moves
+    assert all("PC:" not in c.context for c in plain)
+
+
+def test_a_streamed_text_spells_out_what_an_earlier_block_defined():
+    text = _abbreviated()
+    cut = text.index("Study 20")
+    blocks = list(CHUNKER.chunk_stream("big.txt", [text[:cut], text[cut:]]))
+    assert blocks[1] and all(c.context.endswith("PC: probability of causation") for c in blocks[1])
 
 
 def test_bad_chunk_settings():

@@ -104,7 +104,8 @@ def _index(conn, address: StoreAddress, files: list[SourceFile], skipped: list[F
         return loaded
 
     chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens,
-                      settings.title_context, settings.heading_context)
+                      settings.title_context, settings.heading_context,
+                          settings.abbreviation_context)
     run = _Run()
     with contextlib.closing(_Writer(conn, connect(address), name, settings, model, run, progress)) as writer:
         for number, file in enumerate(files, 1):
