@@ -86,8 +86,8 @@ class Chunker:
             known = defined_abbreviations(document.text)
         abbreviations = known or {}
         # The title travels with every chunk into the model, so it comes out of each chunk's token budget. A section
-        # heading does not: chunks stay where they were without one. It takes the room the model has beyond the
-        # chunk size instead (it reads 254 tokens: 160 of text, 24 of title and 16 of heading fit).
+        # heading and spelled-out abbreviations do not: chunks stay where they would be without them. They take the
+        # room the model reads beyond the chunk size (254 tokens: 160 of text and title, 17 and 33 more fit).
         budget = self.chunk_tokens - (self.count_tokens([title])[0] + 1 if title else 0)
         units = self._units(document, budget)
         chunks: list[Chunk] = []
@@ -146,7 +146,7 @@ class Chunker:
     def _spelled_out(self, text: str, abbreviations: dict[str, str]) -> str:
         """"PC: probability of causation; RR: relative risk" for the abbreviations the text uses without their
         definition (at most four, in the order the document defines them)."""
-        if not abbreviations:
+        if not abbreviations or self._abbreviation_room < 4:  # no room left beyond a chunk this large
             return ""
         used = set(_WORDS.findall(text))
         lowered = text.lower()

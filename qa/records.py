@@ -45,8 +45,9 @@ class Document:
 @dataclass(frozen=True)
 class Chunk:
     """A span of a document: `document.text[start:end] == text`. `sentences` are absolute spans. `context` is the
-    document's title and the heading of the section the chunk starts in, those the chunk does not contain, one per
-    line: embedded and keyword-indexed with the text, never shown as part of it."""
+    document's title, the heading of the section the chunk starts in and the abbreviations it uses spelled out
+    ("PC: probability of causation"), those the chunk does not contain, one per line: embedded and keyword-indexed
+    with the text, never shown as part of it."""
 
     id: str
     source: str

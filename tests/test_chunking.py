@@ -182,10 +182,16 @@ def test_a_long_title_is_not_taken_for_a_section_heading():
 
 
 def test_no_heading_context_where_the_model_has_no_room_for_it():
-    wide = Chunker(SETTINGS.model_path, MODEL_MAX_TOKENS - 1, 12, title_context=True, heading_context=True)
+    wide = Chunker(SETTINGS.model_path, MODEL_MAX_TOKENS - 1, 12, title_context=True, heading_context=True,
+                   abbreviation_context=True)
     doc = Document("w.txt", _sections("Eddie", "Mary", rows=80))
     chunks = wide.chunk(doc)
     assert len(chunks) > 2 and all("Eddie" not in c.context and "Mary" not in c.context for c in chunks)
+    text = _abbreviated() * 8
+    streamed = [c for block in wide.chunk_stream("w.txt", [text[: len(text) // 2], text[len(text) // 2 :]])
+                for c in block]
+    assert len(streamed) > 2 and all("PC:" not in c.context for c in streamed)
+    assert all(wide.count_tokens([c.index_text])[0] <= MODEL_MAX_TOKENS for c in streamed + chunks)
 
 
 @pytest.mark.parametrize("text,expected", [
