@@ -8,11 +8,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qa.abbreviations import defined_abbreviations
 from qa.errors import ModelError
 from qa.records import Chunk, Document
 from qa.shapes import is_heading
+
+if TYPE_CHECKING:
+    from qa.config import Settings
 
 # The model reads at most 256 tokens including [CLS] and [SEP]; a longer chunk would be silently cut.
 MODEL_MAX_TOKENS = 254
@@ -55,7 +59,14 @@ class Chunker:
         spare = MODEL_MAX_TOKENS - chunk_tokens
         self._heading_room = min(HEADING_MAX_TOKENS, spare - 1)
         self._abbreviation_room = min(ABBREVIATIONS_MAX_TOKENS, spare - max(self._heading_room, 0) - 2)
+        self._spells_out = abbreviation_context and self._abbreviation_room >= 4  # no room beyond a chunk this large
         self.tokenizer = load_tokenizer(model_path)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Chunker:
+        """The chunker an index's chunk settings describe (Settings.chunk_settings)."""
+        return cls(settings.model_path, settings.chunk_tokens, settings.overlap_tokens, settings.title_context,
+                   settings.heading_context, settings.abbreviation_context)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
@@ -70,7 +81,7 @@ class Chunker:
         for block in blocks:
             if title is None:
                 title = self._title(block) if self.title_context else ""
-            if self.abbreviation_context:  # an abbreviation defined in one block is spelled out in the next
+            if self._spells_out:  # an abbreviation defined in one block is spelled out in the next
                 known = {**defined_abbreviations(block), **known}
             chunks, heading = self._chunk(Document(source, block), title, offset, line, heading, known)
             yield chunks
@@ -82,7 +93,7 @@ class Chunker:
         """The document's chunks and the section heading in force at its end (`heading`: at its start; `known`:
         the abbreviations a streamed text defined so far)."""
         headings = self._headings(document, title) if self.heading_context else []
-        if known is None and self.abbreviation_context and self._abbreviation_room >= 4:
+        if known is None and self._spells_out:
             known = defined_abbreviations(document.text)
         abbreviations = known or {}
         # The title travels with every chunk into the model, so it comes out of each chunk's token budget. A section
@@ -146,7 +157,7 @@ class Chunker:
     def _spelled_out(self, text: str, abbreviations: dict[str, str]) -> str:
         """"PC: probability of causation; RR: relative risk" for the abbreviations the text uses without their
         definition (at most four, in the order the document defines them)."""
-        if not abbreviations or self._abbreviation_room < 4:  # no room left beyond a chunk this large
+        if not abbreviations:
             return ""
         used = set(_WORDS.findall(text))
         lowered = text.lower()
@@ -170,7 +181,8 @@ class Chunker:
             page_label=document.label_at(start),
             line=document.line_at(start) + line - 1,
             sentences=tuple((u.start + offset, u.end + offset) for u in units),
-            context="\n".join(c for c in (title, heading, self._spelled_out(text, abbreviations)) if c and c not in text),
+            context="\n".join(c for c in (title, heading, self._spelled_out(text, abbreviations))
+                              if c and c not in text),
         )
 
     def _units(self, document: Document, budget: int) -> list[Unit]:

@@ -89,7 +89,8 @@ def start(data_dir: Path, port: int | None = None, primary: LocalServer | None =
     port = port or (int(remembered.read_text()) if remembered.is_file() else free_port())
     remembered.write_text(str(port))
     options = (f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c wal_level=replica "
-               f"-c max_wal_senders=8 -c hot_standby=on -c max_connections=100 -c shared_buffers={shared_buffers_mb()}MB")
+               "-c max_wal_senders=8 -c hot_standby=on -c max_connections=100 "
+               f"-c shared_buffers={shared_buffers_mb()}MB")
     _run([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(data_dir / "server.log"), "-o", options,
           "-w", "-t", "60", "start"], user)
     return LocalServer(data_dir, port)
@@ -98,7 +99,8 @@ def start(data_dir: Path, port: int | None = None, primary: LocalServer | None =
 def shared_buffers_mb() -> int:
     """PostgreSQL's own page cache: a quarter of the machine's memory (the usual advice), 256 MB to 8 GB. At a
     million chunks the HNSW graph alone is 2 GB: read from the kernel's cache on every question instead, the
-    nearest-chunk search took twice as long (9.6 against 4.4 ms, docs/postgresql.md). The memory is taken as pages are used, not at start."""
+    nearest-chunk search took twice as long (9.6 against 4.4 ms, docs/postgresql.md). The memory is taken as pages
+    are used, not at start."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     except (ValueError, OSError):

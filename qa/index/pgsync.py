@@ -103,9 +103,7 @@ def _index(conn, address: StoreAddress, files: list[SourceFile], skipped: list[F
             state["checked"] = True
         return loaded
 
-    chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens,
-                      settings.title_context, settings.heading_context,
-                          settings.abbreviation_context)
+    chunker = Chunker.for_settings(settings)
     run = _Run()
     with contextlib.closing(_Writer(conn, connect(address), name, settings, model, run, progress)) as writer:
         for number, file in enumerate(files, 1):

@@ -71,9 +71,7 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         # embedding thread. Memory holds a block of text and a few batches, not the corpus.
         writer = GenerationWriter(path, settings.bm25_settings())
         embedding = _Embedding(load_model, writer, (lambda d, t: progress("embed", d, t)) if progress else None)
-        chunker = Chunker(settings.model_path, settings.chunk_tokens, settings.overlap_tokens,
-                          settings.title_context, settings.heading_context,
-                          settings.abbreviation_context)
+        chunker = Chunker.for_settings(settings)
         entries: dict[str, FileEntry] = {}
         reused: set[str] = set()  # re-extracted by a newer reader to the very same text: old rows kept
         added, changed, unchanged, failed, notes = [], [], [], [], []
