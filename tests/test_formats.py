@@ -300,6 +300,27 @@ def test_html_keeps_the_article_and_drops_the_page_furniture(tmp_path):
         assert furniture not in text
 
 
+def test_html_keeps_the_article_figure_captions_where_the_figures_stand(tmp_path):
+    # trafilatura drops captions; a news photo's caption often says in one sentence what the story is about.
+    story = " ".join(f"The mayor spoke about the harbour for the {n}th time, and the council listened to the "
+                     f"fishermen and the ferry company before the vote on berth {n}." for n in range(8))
+    teasers = "".join(f"<a href='/s{n}'><figure><img src='t{n}.jpg'/><figcaption>Another story about a cat "
+                      f"number {n} that climbed a tree</figcaption></figure></a><p>Teaser paragraph {n} that links "
+                      f"to another page of the site.</p>" for n in range(3))
+    page = ("<html><head><title>Harbour deal</title></head><body><nav><a href='/'>Home</a></nav>"
+            f"<aside>{teasers}</aside><article><h1>Harbour deal</h1>"
+            "<figure><img src='harbour.jpg'/><figcaption><span class='off-screen'>Image caption</span> "
+            "In exchange for a new berth, the ferry company will run a night service.</figcaption></figure>"
+            f"<p>{story}</p><p>Work starts in May.</p></article></body></html>")
+    (tmp_path / "news.html").write_text(page, encoding="utf-8")
+    text = _load(tmp_path / "news.html").text
+    caption = "In exchange for a new berth, the ferry company will run a night service."
+    assert text.count(caption) == 1 and text.index(caption) < text.index("The mayor spoke about the harbour")
+    assert "\n\n" + caption + "\n\n" in text  # a paragraph of its own, not run into the story
+    for absent in ("Image caption", "cat number", "Teaser paragraph"):
+        assert absent not in text
+
+
 def test_html_without_an_article_keeps_its_visible_text(tmp_path):
     (tmp_path / "list.html").write_text("<html><head><title>Phone list</title></head><body><table><tr><td>Ann"
                                         "</td><td>555-0101</td></tr></table></body></html>", encoding="utf-8")

@@ -1,11 +1,11 @@
-"""HTML to text: the page's main content (trafilatura) with its title, or all visible text when it finds none."""
+"""HTML to text: the page's main content (trafilatura) with its title and figure captions, or all visible text."""
 from __future__ import annotations
 
 import re
 
 from qa.formats.text import check_text, normalise
 
-VERSION = "trafilatura-1"
+VERSION = "trafilatura-2"
 # Block-level tags get line breaks around them so that their text does not run together.
 _BLOCK_TAGS = (
     "p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section",
@@ -16,6 +16,10 @@ _INVISIBLE_TAGS = ("script", "style", "noscript", "template", "svg", "iframe", "
 # Below this share of the visible text, "main content" is more likely a caption than the page: keep everything.
 _MIN_SHARE = 0.05
 _MIN_CHARS = 200
+# Screen-reader labels inside captions ("Media caption"): not shown on the page.
+_HIDDEN = re.compile(r"off-?screen|visually-?hidden|sr-only|screen-?reader", re.IGNORECASE)
+_MIN_CAPTION, _MIN_PARAGRAPH = 20, 40
+_TEASER_TAGS = ("a", "nav", "aside", "header", "footer")
 
 
 def read_html(markup: str) -> str:
@@ -49,7 +53,38 @@ def _main_content(markup: str) -> str:
         text = f"{title}\n{text}"
     # One line per block in trafilatura's text: each becomes its own paragraph, so that a heading is never read
     # as the start of the sentence under it.
-    return re.sub(r"[ \t]*\n+[ \t]*", "\n\n", text)
+    text = re.sub(r"[ \t]*\n+[ \t]*", "\n\n", text)
+    return _with_captions(markup, text) if "<figcaption" in markup else text
+
+
+def _with_captions(markup: str, text: str) -> str:
+    """The article's figure captions put back where the figures stand (trafilatura drops them, and a news
+    photo's caption often says what the story is about in one sentence). A caption belongs to the article when
+    the first paragraph after it is in the article and it is not inside a link or the page's menus (other
+    stories' teasers)."""
+    from bs4 import BeautifulSoup
+
+    paragraphs = text.split("\n\n")
+    squashed = [" ".join(p.split()) for p in paragraphs]
+    before: dict[int, list[str]] = {}
+    kept: list[str] = []
+    for caption in BeautifulSoup(markup, "html.parser").find_all("figcaption"):
+        if caption.find_parent(_TEASER_TAGS):  # a link to another story, or the page's menus
+            continue
+        for label in caption.find_all(class_=_HIDDEN):
+            label.decompose()
+        line = " ".join(normalise(caption.get_text(" ")).split())
+        if len(line) < _MIN_CAPTION or any(line in k or k in line for k in kept) or any(line in p for p in squashed):
+            continue
+        following = (" ".join(normalise(p.get_text(" ")).split()) for p in caption.find_all_next("p", limit=8))
+        first = next((p for p in following if len(p) >= _MIN_PARAGRAPH), "")
+        at = next((i for i, p in enumerate(squashed) if first and p.startswith(first[:80])), None)
+        if at is not None:
+            before.setdefault(at, []).append(line)
+            kept.append(line)
+    if not before:
+        return text
+    return "\n\n".join(part for i, p in enumerate(paragraphs) for part in (*before.get(i, ()), p))
 
 
 def visible_text(markup: str) -> str:
