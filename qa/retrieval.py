@@ -49,15 +49,34 @@ class SearchResult:
 
 def _highlight(chunk: Chunk, logits: np.ndarray, best: int, model: AnswerModel) -> tuple[int, int]:
     """The best sentence, joined by the better of its neighbours when the model scores that one nearly as high:
-    one or two sentences, never more."""
+    one or two sentences; and when they end announcing a list ("these rules:"), the list's items after them."""
+    first = last = best
     near = [j for j in (best - 1, best + 1) if 0 <= j < len(logits)]
     if near:
         j = max(near, key=lambda n: logits[n])
         words = sum(len(chunk.sentence_texts[n].split()) for n in (best, j))
         if model.joins(float(logits[best] - logits[j]), words):
             first, last = sorted((best, j))
-            return chunk.sentences[first][0], chunk.sentences[last][1]
-    return chunk.sentences[best]
+    return chunk.sentences[first][0], chunk.sentences[_list_end(chunk.sentence_texts, last)][1]
+
+
+# A list item: a bullet, or a number or letter with a point or parenthesis, then a space.
+_LIST_ITEM = re.compile(r"\s*(?:[-*+\u2022\u2023\u25aa\u2013]|\d{1,3}[.)]|[a-z][.)])\s")
+_LIST_ITEMS, _LIST_WORDS = 10, 120
+
+
+def _list_end(texts: list[str], last: int) -> int:
+    """The last sentence of the list `texts[last]` announces with a colon, or `last`: the announcement alone
+    answers nothing ("Keep these rules in mind:"), its items do. At most 10 items and 120 words."""
+    if not texts[last].rstrip().endswith(":"):
+        return last
+    end, words = last, 0
+    while end + 1 < len(texts) and end - last < _LIST_ITEMS and _LIST_ITEM.match(texts[end + 1]):
+        words += len(texts[end + 1].split())
+        if words > _LIST_WORDS:
+            break
+        end += 1
+    return end
 
 
 def _rule_first(hits: list[Hit], confidence: float, find, same_document: bool) -> tuple[list[Hit], float]:

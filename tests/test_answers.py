@@ -314,3 +314,22 @@ def test_a_definition_question_is_answered_by_the_definition(tmp_path, settings)
     answer = Retriever(chosen.index_dir, settings=chosen).ask("What is a topological space?")
     assert answer.answer is not None and answer.answer.text.startswith("A topological space is a pair")
     assert answer.passages[0].source == "notes.txt"
+
+
+@pytest.mark.parametrize("sentences, best, last", [
+    # A sentence that announces a list with a colon is highlighted with the items that follow it.
+    (["First, the rules.", "Keep these rules in mind:", "- Each value has an owner.", "- One owner at a time.",
+      "- The value is dropped with its owner.", "Now the examples."], 1, 4),
+    (["The steps are:", "1. Unplug it.", "2) Wait ten seconds.", "Then it restarts."], 0, 2),
+    # No colon, or no list after it: the sentence alone.
+    (["Keep these rules in mind.", "- Each value has an owner."], 0, 0),
+    (["He said:", "We will win."], 0, 0),
+    # A list too long to read as one answer stops at 120 words.
+    (["The items:"] + [f"- item {n} " + "word " * 30 for n in range(6)], 0, 3),
+])
+def test_a_highlight_that_announces_a_list_takes_its_items(sentences, best, last):
+    model = dataclasses.replace(load_model(), pair_margin=0.0, short_pair=(0.0, 0))
+    chunk = _chunk(sentences)
+    logits = np.full(len(sentences), -5.0)
+    logits[best] = 5.0
+    assert _highlight(chunk, logits, best, model) == (chunk.sentences[best][0], chunk.sentences[last][1])

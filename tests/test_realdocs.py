@@ -101,3 +101,15 @@ def test_two_short_sentences_make_one_highlight(indexed):
     top = retriever.ask("How much will Patrick, the waiter, gain from the Budget?").passages[0]
     assert top.source == "poi__IllustrativeCases.docx"
     assert "He will gain €825 from the Budget" in top.highlighted_text and "waiter" in top.highlighted_text
+
+
+def test_a_photo_caption_and_a_list_answer(indexed):
+    # The New York Times photo's caption says what Sudan agreed to (trafilatura drops captions); the Rust book
+    # announces its ownership rules with a colon and lists them: the list is the answer, not the announcement.
+    _, retriever = indexed
+    sudan = retriever.ask("What will Sudan do in exchange for the lifting of US trade sanctions?").passages[0]
+    assert sudan.source == "readability__nytimes-1.html" and "improve access for aid groups" in sudan.highlighted_text
+    rules = retriever.ask("What are the rules of ownership in Rust?").passages[0]
+    assert rules.source == "rustbook__ch04-01-what-is-ownership.md"
+    assert "Each value in Rust has an _owner_" in rules.highlighted_text
+    assert "When the owner goes out of scope" in rules.highlighted_text
