@@ -17,6 +17,7 @@ from qa.records import Chunk, Hit
 from qa.rules import RULE_CONFIDENCE, asks_author, byline, defined, definition, expanded, expansion
 from qa.shapes import is_question
 from qa.index.keyword import bm25_tokenize
+from qa.index.dense import dot_rows
 from qa.index.protocol import IndexReader
 
 _WORD = re.compile(r"\w", re.UNICODE)
@@ -169,7 +170,8 @@ class Searcher:
         order = np.argsort(-fused, kind="stable")[: max(k, rerank)]
         head, tail = order[:rerank], order[rerank:]
         head_rows = [int(rows[i]) for i in head]
-        sentence_cosines = tuple(v.astype(np.float32) @ query for v in self.data.sentence_vectors_of(head_rows))
+        sentence_cosines = tuple(dot_rows(v.astype(np.float32), query)
+                                 for v in self.data.sentence_vectors_of(head_rows))
         content = content_terms(terms, self.data.manifest.bm25)
         evidence = Evidence(
             question, content, self.data.idf(list(content)), self._unknown_idf,

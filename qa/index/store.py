@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from qa.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
-from qa.index.dense import DenseIndex
+from qa.index.dense import DenseIndex, dot_rows
 from qa.index.keyword import KeywordIndex
 from qa.index.rows import ChunkTable, first_holding, parse_rows
 from qa.records import Chunk
@@ -131,7 +131,7 @@ class IndexData:
         return [int(i) for i in ids[0] if i >= 0]
 
     def cosines(self, rows: list[int], query: np.ndarray) -> np.ndarray:
-        return np.asarray(self.vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32) @ query
+        return dot_rows(np.asarray(self.vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32), query)
 
     def _bm25(self, terms: list[str]) -> np.ndarray:
         # One question asks for its top rows and then for some rows' scores: computed once for both.
