@@ -16,8 +16,8 @@ from qa.errors import QuestionError
 from qa.records import Chunk, Hit
 from qa.rules import RULE_CONFIDENCE, asks_author, byline, defined, definition, expanded, expansion
 from qa.shapes import is_question
-from qa.index.keyword import bm25_tokenize
 from qa.index.dense import dot_rows
+from qa.index.keyword import bm25_tokenize
 from qa.index.protocol import IndexReader
 
 _WORD = re.compile(r"\w", re.UNICODE)
