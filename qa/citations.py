@@ -5,6 +5,7 @@ import html
 from dataclasses import dataclass
 
 from qa.records import Chunk, Hit, Passage, Quote
+from qa.shapes import item_lines
 from qa.index.protocol import IndexReader
 
 
@@ -67,7 +68,9 @@ def to_plain(passages: list[Passage], question: str, answer: Quote | None = None
     lines = []
     if answer is not None:
         sure = f", confidence {confidence:.0%}" if confidence is not None else ""
-        lines += [f"Answer: {' '.join(answer.text.split())}", f"  ({answer.source}, {where(answer)}{sure})", ""]
+        first, *items = item_lines(answer.text)
+        lines += [f"Answer: {first}", *(f"  {item}" for item in items),
+                  f"  ({answer.source}, {where(answer)}{sure})", ""]
     for n, p in enumerate(passages, 1):
         a, b = p.highlight[0] - p.start, p.highlight[1] - p.start
         body = f"{p.text[:a]}>>{p.text[a:b]}<<{p.text[b:]}"

@@ -13,6 +13,7 @@ from qa.api import Answer, Retriever
 from qa.citations import where
 from qa.errors import QAError
 from qa.records import Chunk, Passage
+from qa.shapes import ITEM_BREAK
 
 NOT_FOUND = "I could not find anything about this in the documents."
 # A passage this far below the best one's score is left out of the reply: it only dilutes the answer.
@@ -180,6 +181,6 @@ def _html_text(text: str) -> str:
 
 
 def _with_breaks(escaped: str) -> str:
-    # One line only, so the reply stays a single HTML block that Markdown leaves alone; a paragraph break
-    # shows as a line break, and a lone newline (a PDF's line wrap) as a space.
-    return re.sub(r"\n", " ", re.sub(r"\n\s*\n\s*", "<br>", escaped))
+    # One line only, so the reply stays a single HTML block that Markdown leaves alone; a paragraph break or a
+    # list item's line shows as a line break, and another lone newline (a PDF's line wrap) as a space.
+    return re.sub(r"\n", " ", ITEM_BREAK.sub("<br>", re.sub(r"\n\s*\n\s*", "<br>", escaped)))

@@ -15,7 +15,7 @@ from qa.embedding import Embedder
 from qa.errors import QuestionError
 from qa.records import Chunk, Hit
 from qa.rules import RULE_CONFIDENCE, asks_author, byline, defined, definition, expanded, expansion
-from qa.shapes import is_question
+from qa.shapes import LIST_ITEM, is_question
 from qa.index.dense import dot_rows
 from qa.index.keyword import bm25_tokenize
 from qa.index.protocol import IndexReader
@@ -61,8 +61,6 @@ def _highlight(chunk: Chunk, logits: np.ndarray, best: int, model: AnswerModel) 
     return chunk.sentences[first][0], chunk.sentences[_list_end(chunk.sentence_texts, last)][1]
 
 
-# A list item: a bullet, or a number or letter with a point or parenthesis, then a space.
-_LIST_ITEM = re.compile(r"\s*(?:[-*+\u2022\u2023\u25aa\u2013]|\d{1,3}[.)]|[a-z][.)])\s")
 _LIST_ITEMS, _LIST_WORDS = 10, 120
 
 
@@ -72,7 +70,7 @@ def _list_end(texts: list[str], last: int) -> int:
     if not texts[last].rstrip().endswith(":"):
         return last
     end, words = last, 0
-    while end + 1 < len(texts) and end - last < _LIST_ITEMS and _LIST_ITEM.match(texts[end + 1]):
+    while end + 1 < len(texts) and end - last < _LIST_ITEMS and LIST_ITEM.match(texts[end + 1]):
         words += len(texts[end + 1].split())
         if words > _LIST_WORDS:
             break

@@ -17,6 +17,15 @@ _KIND = [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in _KIND_P
 _DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
 _SENTENCE_END = tuple(".!?。！？…\"”’')»")
+# A list item: a bullet, or a number or letter with a point or parenthesis, then a space.
+LIST_ITEM = re.compile(r"\s*(?:[-*+\u2022\u2023\u25aa\u2013]|\d{1,3}[.)]|[a-z][.)])\s")
+# A line break before a list item: kept where a quote is shown on one line (other breaks are a PDF's wrapping).
+ITEM_BREAK = re.compile(r"\n(?=" + LIST_ITEM.pattern + ")")
+
+
+def item_lines(text: str) -> list[str]:
+    """The text's list items each on a line of their own, its other white space squashed."""
+    return [" ".join(part.split()) for part in ITEM_BREAK.split(text) if part.strip()]
 
 
 def question_kind(question: str) -> str:

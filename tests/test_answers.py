@@ -333,3 +333,20 @@ def test_a_highlight_that_announces_a_list_takes_its_items(sentences, best, last
     logits = np.full(len(sentences), -5.0)
     logits[best] = 5.0
     assert _highlight(chunk, logits, best, model) == (chunk.sentences[best][0], chunk.sentences[last][1])
+
+
+def test_a_list_answer_keeps_one_line_per_item_in_the_terminal_and_the_chat():
+    from qa.citations import to_plain
+    from qa.records import Passage, Quote
+    from qa.reply import _html_text
+
+    text = ("Keep these rules in mind as we\nwork through the examples:\n\n- Each value has an owner.\n"
+            "- There can only be one owner\n  at a time.\n1. Then the value is dropped.")
+    quote = Quote(text, "own.md", 0, len(text), None, 1)
+    passage = Passage("own.md", None, 1, 0, len(text), text, 0.9, (0, len(text)))
+    lines = to_plain([passage], "What are the rules?", quote, 0.9).splitlines()
+    assert lines[:4] == ["Answer: Keep these rules in mind as we work through the examples:",
+                         "  - Each value has an owner.", "  - There can only be one owner at a time.",
+                         "  1. Then the value is dropped."]
+    shown = _html_text(text)
+    assert shown.count("<br>") == 3 and "\n" not in shown and "as we work through" in shown
