@@ -129,6 +129,9 @@ def query(base: IndexData, settings: Settings, questions: list[str], sizes: list
           say: Progress) -> list[dict[str, object]]:
     """p50/p95 of `retrieve()` (search and citation) and the dense index's recall@10 against exact search."""
     embedder = shared_embedder(settings, str(base.manifest.model.get("backend")))
+    warm = getattr(embedder, "warm", None)
+    if warm is not None:  # as the web chat does before its first question (Retriever.warm)
+        warm()
     out = []
     for size in sizes:
         say(f"query: building a {size:,}-chunk index")

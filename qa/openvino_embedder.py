@@ -24,10 +24,15 @@ from qa.errors import ModelError
 EXPORT_VERSION = 2  # 2: calibrated on the shipped qa/data/calibration.txt
 CALIBRATION_SAMPLES = 300
 PRECISIONS = {"openvino-int8": "int8", "openvino": "fp32", "openvino-bf16": "bf16"}
-# One text of at most this many tokens runs on a model compiled for exactly that shape (padded; in f32 the
-# padding changes nothing). A dynamic shape costs OpenVINO new kernels at every new length: on an 8th of
-# first-seen question lengths it took 25-38 ms, against 2-4 ms once seen (experiments/question_shapes.py).
+# In int8, one text of at most this many tokens runs on a model compiled for exactly that shape (padded). A
+# dynamic shape costs OpenVINO new kernels at every new length: on an 8th of first-seen question lengths it took
+# 25-38 ms, against 2-4 ms once seen (experiments/question_shapes.py). In fp32 and bf16 one question runs on the
+# dynamic model at its own length instead, every length up to the largest bucket seen once by `warm`: each fixed
+# copy held its own weights (peak RSS 746 against 386 MiB), and the padded tokens cost more than the shapes did
+# (fp32 capped to AVX2: p95 6.8-7.7 against 8.2-9.1 ms a question; in int8 the copies were 0.3 ms faster at p50;
+# experiments/README.md, session 14).
 QUESTION_BUCKETS = (16, 32, 64)
+FIXED_SHAPES = ("int8",)
 
 
 def _mean_pooled(path: Path) -> bool:
@@ -166,6 +171,8 @@ class OpenVINOEmbedder(_Batched):
         """A fixed-shape model for one text, from the second one on: compiling one costs 0.3-0.6 s, more than a
         one-question process (`qa ask`) could gain; a server pays it once per bucket (or at start: `warm`)."""
         bucket = next((b for b in QUESTION_BUCKETS if b >= tokens), 0)
+        if PRECISIONS[self.backend] not in FIXED_SHAPES:
+            return 0, self.compiled
         with self._fixed_lock:
             self._singles += 1
             if not bucket or (bucket not in self._fixed and self._singles < 2):
@@ -180,10 +187,16 @@ class OpenVINOEmbedder(_Batched):
         return self._fixed[bucket]
 
     def warm(self) -> None:
-        """Compile every question shape now (about a second), for a server about to take questions."""
-        with self._fixed_lock:
-            for bucket in QUESTION_BUCKETS:
-                self._fixed_model(bucket)
+        """Make every question shape now (under a second), for a server about to take questions: the int8
+        fixed-shape copies, or one run of the dynamic model at each length."""
+        if PRECISIONS[self.backend] in FIXED_SHAPES:
+            with self._fixed_lock:
+                for bucket in QUESTION_BUCKETS:
+                    self._fixed_model(bucket)
+            return
+        request = self._request(0, self.compiled)
+        for words in range(QUESTION_BUCKETS[-1] - 1):  # with the two special tokens: 2 to 64 tokens
+            request.infer(self._inputs([self.tokenizer.encode(" ".join(["word"] * words))]))
 
     def _request(self, key: int, compiled):  # -> openvino.InferRequest
         requests = getattr(self._local, "requests", None)

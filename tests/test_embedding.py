@@ -127,7 +127,9 @@ def test_one_question_on_a_fixed_shape_gets_the_vector_of_the_dynamic_model(embe
         single = np.vstack([model.encode([q]) for q in questions])
         lengths = [len(model.tokenizer.encode(q).ids) for q in questions]
         assert [n > 64 for n in lengths] == [False, False, False, True] and len(set(lengths)) == 4
-        assert set(model._fixed) == {min(b for b in QUESTION_BUCKETS if b >= n) for n in lengths if n <= 64}
+        # int8 runs one question on fixed-shape copies; fp32 on the dynamic model at the question's own length.
+        fixed = {min(b for b in QUESTION_BUCKETS if b >= n) for n in lengths if n <= 64}
+        assert set(model._fixed) == (fixed if backend == "openvino-int8" else set())
         batch = model.encode(questions)  # one padded batch: the dynamic model
         # The shape a question runs on never changes its vector: padding is masked out (precision pinned to f32).
         assert (single * batch).sum(axis=1).min() >= 0.999, backend
@@ -247,6 +249,19 @@ def test_one_question_on_an_exact_index_gets_what_faiss_gets():
         want_scores, want_rows = dense.index.search(query, 50)  # FAISS itself
         assert np.array_equal(rows, want_rows) and np.allclose(scores, want_scores, atol=1e-5)
     assert dense.search(vectors[:1], 5000)[1].shape == (1, 5000)  # more than there are: FAISS pads with -1
+
+
+def test_warm_makes_int8_copies_and_runs_fp32_at_every_question_length(settings):
+    # A server warms its embedder before taking questions: in int8 the fixed-shape copies are made, in fp32 the
+    # dynamic model meets every length up to 64 tokens once, and keeps no copy (each held the model's weights).
+    from qa.openvino_embedder import QUESTION_BUCKETS
+
+    for backend, copies in (("openvino", set()), ("openvino-int8", set(QUESTION_BUCKETS))):
+        model = load_embedder(settings.model_path, backend=backend, cache_dir=settings.cache_dir)
+        model.warm()
+        assert set(model._fixed) == copies
+        question = "What does the council do for exporters?"
+        assert float(model.encode([question])[0] @ model.encode([question, "a longer text " * 5])[0]) >= 0.999
 
 
 THREADS, ROUNDS = 24, 12
