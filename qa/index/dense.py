@@ -94,7 +94,7 @@ def _load_dense(dense_file: Path, vectors: np.ndarray):  # -> faiss.Index
 def dot_rows(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """`rows @ vector` in numpy's own loops on the calling thread. BLAS hands a product of this size to its
     worker threads, which then spin for a while on the cores the question's embedding needs: `retrieve()` over
-    15,880 chunks, capped to AVX2, went from 10.5-11.0 to 7.3-7.8 ms p50 (p95 19 to 11-12) with this for the exact
+    15,880 chunks (int8 capped to AVX2) went from 10.5-11.0 to 7.3-7.8 ms p50 (p95 19 to 11-12) with this for the exact
     search and the cosines, as with BLAS on one thread (experiments/README.md, session 14)."""
     return np.einsum("ij,j->i", rows, vector)
 
