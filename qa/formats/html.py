@@ -25,14 +25,18 @@ _TEASER_TAGS = ("a", "nav", "aside", "header", "footer")
 def read_html(markup: str) -> str:
     """The article of a saved web page without its menus, banners and other stories; pages that have no
     article (a list, a form, a short note) keep all their visible text."""
-    visible = visible_text(markup)
-    main = _main_content(markup)
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(markup, "html.parser")  # parsed once: the captions are read before visible_text edits it
+    figures = _figures(soup) if "<figcaption" in markup else []
+    visible = visible_text(soup)
+    main = _main_content(markup, figures)
     if len(main) >= _MIN_CHARS and len(main) >= _MIN_SHARE * len(visible):
         return check_text(main, "the page")
     return check_text(visible, "the page")
 
 
-def _main_content(markup: str) -> str:
+def _main_content(markup: str, figures: list[tuple[str, str]]) -> str:
     import logging
 
     import trafilatura
@@ -54,30 +58,40 @@ def _main_content(markup: str) -> str:
     # One line per block in trafilatura's text: each becomes its own paragraph, so that a heading is never read
     # as the start of the sentence under it.
     text = re.sub(r"[ \t]*\n+[ \t]*", "\n\n", text)
-    return _with_captions(markup, text) if "<figcaption" in markup else text
+    return _with_captions(text, figures) if figures else text
 
 
-def _with_captions(markup: str, text: str) -> str:
+def _figures(soup) -> list[tuple[str, str]]:
+    """Each figure caption that may be the article's, with the first paragraph after it: not inside a link or
+    the page's menus (other stories' teasers), screen-reader labels left out."""
+    import copy
+
+    found = []
+    for caption in soup.find_all("figcaption"):
+        if caption.find_parent(_TEASER_TAGS):  # a link to another story, or the page's menus
+            continue
+        shown = copy.copy(caption)  # the labels go from a copy: the page's visible text keeps its tree
+        for label in shown.find_all(class_=_HIDDEN):
+            label.decompose()
+        line = " ".join(normalise(shown.get_text(" ")).split())
+        if len(line) < _MIN_CAPTION:
+            continue
+        following = (" ".join(normalise(p.get_text(" ")).split()) for p in caption.find_all_next("p", limit=8))
+        found.append((line, next((p for p in following if len(p) >= _MIN_PARAGRAPH), "")))
+    return found
+
+
+def _with_captions(text: str, figures: list[tuple[str, str]]) -> str:
     """The article's figure captions put back where the figures stand (trafilatura drops them, and a news
     photo's caption often says what the story is about in one sentence). A caption belongs to the article when
-    the first paragraph after it is in the article and it is not inside a link or the page's menus (other
-    stories' teasers)."""
-    from bs4 import BeautifulSoup
-
+    the first paragraph after it is in the article."""
     paragraphs = text.split("\n\n")
     squashed = [" ".join(p.split()) for p in paragraphs]
     before: dict[int, list[str]] = {}
     kept: list[str] = []
-    for caption in BeautifulSoup(markup, "html.parser").find_all("figcaption"):
-        if caption.find_parent(_TEASER_TAGS):  # a link to another story, or the page's menus
+    for line, first in figures:
+        if any(line in k or k in line for k in kept) or any(line in p for p in squashed):
             continue
-        for label in caption.find_all(class_=_HIDDEN):
-            label.decompose()
-        line = " ".join(normalise(caption.get_text(" ")).split())
-        if len(line) < _MIN_CAPTION or any(line in k or k in line for k in kept) or any(line in p for p in squashed):
-            continue
-        following = (" ".join(normalise(p.get_text(" ")).split()) for p in caption.find_all_next("p", limit=8))
-        first = next((p for p in following if len(p) >= _MIN_PARAGRAPH), "")
         at = next((i for i, p in enumerate(squashed) if first and p.startswith(first[:80])), None)
         if at is not None:
             before.setdefault(at, []).append(line)
@@ -87,11 +101,8 @@ def _with_captions(markup: str, text: str) -> str:
     return "\n\n".join(part for i, p in enumerate(paragraphs) for part in (*before.get(i, ()), p))
 
 
-def visible_text(markup: str) -> str:
-    """Every piece of text a browser would show, block by block."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(markup, "html.parser")
+def visible_text(soup) -> str:
+    """Every piece of text a browser would show, block by block (edits the parsed page)."""
     for tag in soup.find_all(_INVISIBLE_TAGS):
         if tag.name == "head":  # keep the title, drop everything else that is not shown
             title = tag.find("title")
