@@ -52,13 +52,14 @@ def _highlight(chunk: Chunk, logits: np.ndarray, best: int, model: AnswerModel) 
     """The best sentence, joined by the better of its neighbours when the model scores that one nearly as high:
     one or two sentences; and when they end announcing a list ("these rules:"), the list's items after them."""
     first = last = best
+    texts = chunk.sentence_texts  # built from the chunk at each call: once here
     near = [j for j in (best - 1, best + 1) if 0 <= j < len(logits)]
     if near:
         j = max(near, key=lambda n: logits[n])
-        words = sum(len(chunk.sentence_texts[n].split()) for n in (best, j))
+        words = sum(len(texts[n].split()) for n in (best, j))
         if model.joins(float(logits[best] - logits[j]), words):
             first, last = sorted((best, j))
-    return chunk.sentences[first][0], chunk.sentences[_list_end(chunk.sentence_texts, last)][1]
+    return chunk.sentences[first][0], chunk.sentences[_list_end(texts, last)][1]
 
 
 _LIST_ITEMS, _LIST_WORDS = 10, 120
