@@ -21,6 +21,9 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 run: setup
+	@# Scanned PDFs are read by OCR when Tesseract's English model is here; without it (no root, no sudo) qa
+	@# still runs and says how to add it for the files that need it.
+	-@bash scripts/install-system-deps.sh ocr || echo "Tesseract's English model was not installed: scanned PDFs will not be read (apt install tesseract-ocr-eng)"
 	$(PY) app.py
 
 index: setup

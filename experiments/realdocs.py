@@ -37,13 +37,17 @@ def _squash(text: str) -> str:
 
 def pdf_speed(folder: Path) -> dict[str, object]:
     """Pages per second of our PDF reader and of pypdf on the same files, file by file in one run: over all
-    files, and over the files PDFium opens (the others go to pypdf in our reader too)."""
+    files, and over the files PDFium opens (the others go to pypdf in our reader too). Like for like, ours
+    reads text layers only, as pypdf does; "ours_with_ocr" is the same reader as `qa index` runs it, OCR on."""
     import pypdfium2 as pdfium
     from pypdf import PdfReader
 
+    from qa.formats import ocr
     from qa.loaders import load
 
-    totals = {"ours": [0, 0.0], "pypdf": [0, 0.0], "ours_pdfium": [0, 0.0], "pypdf_same_files": [0, 0.0]}
+    totals = {"ours": [0, 0.0], "pypdf": [0, 0.0], "ours_pdfium": [0, 0.0], "pypdf_same_files": [0, 0.0],
+              "ours_with_ocr": [0, 0.0]}
+    can_ocr, ocr_pages = ocr.available, 0
     for path in sorted(folder.rglob("*.pdf")):
         data = path.read_bytes()
         try:
@@ -53,10 +57,20 @@ def pdf_speed(folder: Path) -> dict[str, object]:
             opens = False
         began = time.perf_counter()
         try:
-            ours = len(load(path, path.name, data).page_starts)
+            document = load(path, path.name, data)
+            with_ocr = len(document.page_starts)
+            ocr_pages += sum(_pages_in(note) for note in document.notes if note.endswith("read by OCR"))
         except Exception:  # noqa: BLE001 (an unreadable file counts its time, not its pages)
+            with_ocr = 0
+        with_ocr_s = time.perf_counter() - began
+        ocr.available = lambda: False
+        began = time.perf_counter()
+        try:
+            ours = len(load(path, path.name, data).page_starts)
+        except Exception:  # noqa: BLE001
             ours = 0
         ours_s = time.perf_counter() - began
+        ocr.available = can_ocr
         began, theirs = time.perf_counter(), 0
         try:
             reader = PdfReader(str(path))
@@ -70,17 +84,28 @@ def pdf_speed(folder: Path) -> dict[str, object]:
         theirs_s = time.perf_counter() - began
         for key, pages, seconds, wanted in (("ours", ours, ours_s, True), ("pypdf", theirs, theirs_s, True),
                                             ("ours_pdfium", ours, ours_s, opens),
-                                            ("pypdf_same_files", theirs, theirs_s, opens)):
+                                            ("pypdf_same_files", theirs, theirs_s, opens),
+                                            ("ours_with_ocr", with_ocr, with_ocr_s, True)):
             if wanted:
                 totals[key][0] += pages
                 totals[key][1] += seconds
     result: dict[str, object] = {}
     for key, (pages, seconds) in totals.items():
         result[key] = {"pages": pages, "seconds": round(seconds, 2), "pages_per_s": round(pages / seconds, 1)}
+    result["ours_with_ocr"]["pages_read_by_ocr"] = ocr_pages
     result["speedup_all"] = round(result["ours"]["pages_per_s"] / result["pypdf"]["pages_per_s"], 1)
     result["speedup_pdfium_files"] = round(result["ours_pdfium"]["pages_per_s"]
                                            / result["pypdf_same_files"]["pages_per_s"], 1)
     return result
+
+
+def _pages_in(note: str) -> int:
+    """How many pages a note names: "pages 2-22, 30: ..." is 22."""
+    count = 0
+    for part in note.split(":", 1)[0].split(" ", 1)[1].split(","):
+        first, _, last = part.strip().partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
 
 
 def residue(retriever: Retriever) -> dict[str, int]:

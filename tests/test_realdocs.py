@@ -39,7 +39,8 @@ def test_only_the_unreadable_files_fail_each_with_its_reason(indexed):
         assert reason.isprintable() and len(reason) < 250
     assert len(report.added) == len(list(DOCS.iterdir())) - len(UNREADABLE)
     notes = {f.source: f.reason for f in report.notes}
-    assert notes["pdfjs__TAMReview.pdf"].startswith("pages 2-22: garbled text layer")
+    # Its pages 2-22 map no letters: OCR reads what they show (tests/test_ocr.py makes such pages).
+    assert notes["pdfjs__TAMReview.pdf"] == "pages 2-22: garbled text layer (the fonts map no letters); read by OCR"
 
 
 def test_chunks_hold_no_ligatures_glyph_names_or_running_heads(indexed):
@@ -89,6 +90,7 @@ def test_pdf_answers_cite_the_page_they_are_printed_on(indexed):
         ("How many Japanese come together twice a year to exchange and sell doujinshi?", "pdfjs__freeculture.pdf",
          40, "More than 450,000 Japanese"),
         ("Who is the original author of PDF.js?", "pdfjs__pdfjs_wikipedia.pdf", 1, "Andreas Gal"),
+        ("Who proposed the Theory of Reasoned Action?", "pdfjs__TAMReview.pdf", 4, "Fishbein and Ajzen (1975)"),
     ]:
         top = retriever.retrieve(question, k=5)[0]
         assert top.source == source and phrase in " ".join(top.text.split()) and top.page == page

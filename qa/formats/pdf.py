@@ -1,27 +1,27 @@
-"""PDF to text, page by page: PDFium (pypdf where PDFium cannot open the file), running heads and garbage dropped."""
+"""PDF to text, page by page: PDFium (pypdf where PDFium cannot open the file), scans read by OCR, running heads and
+garbage dropped."""
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from dataclasses import dataclass
 
 from qa.errors import UnreadableFileError
+from qa.formats import ocr
 from qa.formats.furniture import drop_furniture
+from qa.formats.hyphens import join_hyphens
 from qa.formats.text import normalise
 
 # Bumped whenever the text this module produces for the same file changes: such files are re-extracted.
-VERSION = "pdfium-2"  # 2: a line on two pages of three is furniture wherever it stands
+VERSION = "pdfium-3"  # 3: pages without a usable text layer read by OCR; 2: a line on two pages of three is furniture
 # PDFium is not thread-safe: one document at a time in this process.
 _PDFIUM = threading.Lock()
-# PDFium marks a hyphen it believes ends a line inside a word with U+FFFE (or 0x02) and joins the two lines.
-_SOFT_BREAK = re.compile(r"(\w+)\ufffe(\w*)")
-_HARD_BREAK = re.compile(r"(\w+)-\n(\w+)")
-_WORD = re.compile(r"\w+")
-_HYPHENATED = re.compile(r"\w+-\w+")
 _GLYPH_NAMES = re.compile(r"(?:/g\d+)+|(?:/uni[0-9A-Fa-f]{4})+")
 _UNMAPPED = re.compile("[\x00-\x08\x0e-\x1f\ue000-\uf8ff\ufffd]")  # control codes, private-use glyphs
 _GARBLED = "garbled text layer (the fonts map no letters; OCR would read it)"
+_GARBLED_READ = "garbled text layer (the fonts map no letters)"
+_NO_LAYER = "no text layer (an image of the page)"
+_ALNUM = re.compile(r"[^\W_]")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,10 @@ def read_pdf(data: bytes) -> PdfText:
     skipped: dict[str, list[int]] = {}  # reason -> pages
     pages: list[str] = []
     for number, text in enumerate(raw, 1):
-        if isinstance(text, Exception):
+        if isinstance(text, _Ocr):
+            skipped.setdefault(f"{text.why}; read by OCR" if text.text else text.why, []).append(number)
+            pages.append(normalise(text.text))
+        elif isinstance(text, Exception):
             skipped.setdefault(f"could not be read ({_short(text)})", []).append(number)
             pages.append("")
         elif _garbled(text):
@@ -56,18 +59,23 @@ def read_pdf(data: bytes) -> PdfText:
             pages.append("")
         else:
             pages.append(normalise(text.replace("\x02", "\ufffe")))
-    notes = [f"{_page_list(numbers)}: {reason}; skipped" for reason, numbers in skipped.items()]
+    notes = [f"{_page_list(numbers)}: {reason}" + ("" if reason.endswith("OCR") else "; skipped")
+             for reason, numbers in skipped.items()]
     pages = drop_furniture(pages)
-    vocabulary = set(_WORD.findall("\n".join(pages).lower()))
-    hyphenated = {w.lower() for page in pages if "-" in page for w in _HYPHENATED.findall(page)}
-    pages = [_join_hyphens(page, vocabulary, hyphenated) for page in pages]
+    pages = join_hyphens(pages)
     _check_any_text(pages, notes, encrypted)
     # Labels are kept only where the document prints other numbers than the physical ones.
     keep_labels = any(label and label != str(n) for n, label in enumerate(labels, 1))
     return PdfText(tuple(pages), tuple(labels) if keep_labels else (), tuple(notes))
 
 
-def _pdfium_pages(data: bytes) -> tuple[list[str | Exception] | None, list[str], bool]:
+@dataclass(frozen=True)
+class _Ocr:
+    text: str
+    why: str
+
+
+def _pdfium_pages(data: bytes) -> tuple[list[str | Exception | _Ocr] | None, list[str], bool]:
     import pypdfium2 as pdfium
     import pypdfium2.raw as raw_api
 
@@ -82,7 +90,7 @@ def _pdfium_pages(data: bytes) -> tuple[list[str | Exception] | None, list[str],
         return None, [], False  # pypdf opens some files PDFium rejects (e.g. Brotli-compressed streams)
     try:
         encrypted = raw_api.FPDF_GetSecurityHandlerRevision(document.raw) != -1
-        pages: list[str | Exception] = []
+        pages: list[str | Exception | _Ocr] = []
         labels: list[str] = []
         for index in range(len(document)):
             try:
@@ -92,14 +100,46 @@ def _pdfium_pages(data: bytes) -> tuple[list[str | Exception] | None, list[str],
             try:
                 page = document[index]
                 textpage = page.get_textpage()
-                pages.append(textpage.get_text_range())
+                text = textpage.get_text_range()
                 textpage.close()
+                why = _ocr_reason(page, text) if ocr.available() else None
+                read = _read_drawn(page) if why else None
+                if read is None:
+                    pages.append(text)
+                elif read.readable:
+                    pages.append(_Ocr(read.text, why))
+                else:
+                    pages.append(_Ocr("", f"{why}, and OCR read nothing legible on it"))
                 page.close()
             except Exception as exc:  # noqa: BLE001 (one bad page must not lose the others)
                 pages.append(exc)
         return pages, labels, encrypted
     finally:
         document.close()
+
+
+def _ocr_reason(page, text: str) -> str | None:  # page: pypdfium2.PdfPage
+    """Why OCR should read this page: its text layer is garbage, or it has next to no text but an image covering
+    a fifth of it or more (a scanned page; a slide's title over a photo is read too, and kept only if OCR reads
+    more). None for a page whose text layer stands, or an empty page: OCR costs about a second a page."""
+    if _garbled(text):
+        return _GARBLED_READ
+    if len(_ALNUM.findall(text)) >= 20:
+        return None
+    import pypdfium2.raw as raw_api
+
+    width, height = page.get_size()
+    for image in page.get_objects(filter=[raw_api.FPDF_PAGEOBJ_IMAGE], max_depth=3):
+        left, bottom, right, top = image.get_bounds()
+        if (right - left) * (top - bottom) >= 0.2 * width * height:
+            return _NO_LAYER
+    return None
+
+
+def _read_drawn(page) -> ocr.PageText:
+    scale = ocr.scale_for(*page.get_size())
+    image = page.render(scale=scale, grayscale=True).to_pil()
+    return ocr.read(image, round(scale * 72))
 
 
 def _brotli_decoded(data: bytes) -> bytes | None:
@@ -188,55 +228,30 @@ def _garbled(text: str) -> bool:
     return bad > 0.3 * visible
 
 
-@functools.lru_cache(maxsize=1)
-def _dictionary() -> frozenset[str]:
-    """English words (pyspellchecker's list, offline): is "wellknown" a word, or "well-known" two?"""
-    try:
-        from spellchecker import SpellChecker
-    except ImportError:
-        return frozenset()
-    return frozenset(SpellChecker(language="en").word_frequency.dictionary)
-
-
-def _is_word(word: str, vocabulary: set[str]) -> bool:
-    return word.lower() in vocabulary or word.lower() in _dictionary()
-
-
-def _join_hyphens(page: str, vocabulary: set[str], hyphenated: set[str]) -> str:
-    """Words split across lines joined where the joined word is a word (the document's own, or a dictionary's);
-    kept hyphenated where both halves are words and the joined one is not ("well-known")."""
-
-    def soft(match: re.Match[str]) -> str:  # PDFium thinks it is a line-end hyphen
-        left, right = match.group(1), match.group(2)
-        if not right or _is_word(left + right, vocabulary):
-            return left + right
-        if f"{left}-{right}".lower() in hyphenated or (_is_word(left, vocabulary) and _is_word(right, vocabulary)):
-            return f"{left}-{right}"
-        return left + right
-
-    def hard(match: re.Match[str]) -> str:  # a hyphen at the end of a line
-        left, right = match.group(1), match.group(2)
-        if right[0].islower() and _is_word(left + right, vocabulary):
-            return left + right
-        return match.group()
-
-    if "\ufffe" in page:
-        page = _SOFT_BREAK.sub(soft, page).replace("\ufffe", "-")
-    return _HARD_BREAK.sub(hard, page) if "-\n" in page else page
-
-
 def _check_any_text(pages: list[str], notes: list[str], encrypted: bool) -> None:
     if any(ch.isalnum() for page in pages for ch in page):
         return
+    pages_of = f"{len(pages)} page{'s' if len(pages) != 1 else ''}"
     if any(_GARBLED in note for note in notes):
         raise UnreadableFileError("garbled text layer: its fonts map no letters, so the text cannot be read out; "
-                                  "run OCR on it (e.g. ocrmypdf --force-ocr), then index again")
+                                  f"{ocr.INSTALL_HINT}, or run OCR on it (e.g. ocrmypdf --force-ocr), then index "
+                                  "again")
+    if any(_GARBLED_READ in note for note in notes):
+        raise UnreadableFileError("garbled text layer, and OCR read nothing legible on its pages: check that the "
+                                  "file shows text in a PDF viewer")
+    if any(_NO_LAYER in note for note in notes):
+        raise UnreadableFileError(f"PDF has no text layer, and OCR read no text on its {pages_of}: are they images "
+                                  "of text? A scan under 150 dpi may be too coarse to read")
     if encrypted:
         raise UnreadableFileError("encrypted PDF that opens without a password, but its pages hold no text")
     if notes:
         raise UnreadableFileError(f"no page of this PDF could be read ({notes[0]}): repair or re-export it")
-    raise UnreadableFileError(f"PDF has no text layer ({len(pages)} page{'s' if len(pages) != 1 else ''} of "
-                              "images: a scan?): run OCR on it (e.g. ocrmypdf), then index again")
+    if ocr.available():
+        raise UnreadableFileError(f"PDF has no text on its {pages_of}: no text layer, and no image of a page for OCR "
+                                  "to read (blank pages, or letters drawn as shapes?); ocrmypdf --force-ocr reads "
+                                  "the latter")
+    raise UnreadableFileError(f"PDF has no text layer ({pages_of} of images: a scan?): {ocr.INSTALL_HINT}, or "
+                              "run OCR on it (e.g. ocrmypdf), then index again")
 
 
 def page_image(data: bytes, page: int, sentence: str, scale: float = 1.6):  # -> PIL.Image.Image
