@@ -6,10 +6,10 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from conftest import make_docx, make_pdf
 from qa.abbreviations import defined_abbreviations
-from qa.chunking import (ABBREVIATIONS_MAX_TOKENS, HEADING_MAX_TOKENS, MODEL_MAX_TOKENS, TITLE_MAX_TOKENS, Chunker,
-                         sentence_spans)
+from qa.chunking import ABBREVIATIONS_MAX_TOKENS, HEADING_MAX_TOKENS, MODEL_MAX_TOKENS, TITLE_MAX_TOKENS, Chunker
 from qa.config import Settings
 from qa.loaders import load
+from qa.sentences import sentence_spans
 from qa.records import Document
 
 SETTINGS = Settings()
@@ -136,9 +136,6 @@ def _sections(*names: str, rows: int = 12) -> str:
 def test_a_section_heading_travels_with_the_chunks_of_its_section():
     doc = Document("cases.docx", _sections("Eddie", "## Mary Smith"))
     chunks = CHUNKER.chunk(doc)
-    plain = Chunker(SETTINGS.model_path, 48, 12, title_context=True).chunk(doc)
-    # Chunks stay where they were without headings; only their context grows.
-    assert [(c.start, c.end) for c in chunks] == [(c.start, c.end) for c in plain]
     eddie, mary = doc.text.index("Eddie"), doc.text.index("## Mary Smith")
     for chunk in chunks:
         heading = "Mary Smith" if chunk.start >= mary else "Eddie" if chunk.start >= eddie else ""
@@ -146,6 +143,24 @@ def test_a_section_heading_travels_with_the_chunks_of_its_section():
         assert chunk.context == "\n".join(c for c in ("Budget illustrative cases", heading if not in_text else "")
                                           if c and c not in chunk.text), chunk.text[:40]
     assert sum("\nEddie" in c.context for c in chunks) >= 1 and sum("Mary Smith" in c.context for c in chunks) >= 1
+    _check(doc)
+
+
+def test_a_section_starts_a_chunk_once_the_chunk_before_is_mostly_full():
+    # Without the break, Mary's opening sentence sat at the tail of Eddie's last chunk, away from her table: a
+    # question about her figures found Eddie's (issue #12, the Illustrative Cases document).
+    doc = Document("cases.docx", _sections("Eddie", "## Mary Smith"))
+    chunks = CHUNKER.chunk(doc)
+    plain = Chunker(SETTINGS.model_path, 48, 12, title_context=True).chunk(doc)  # no headings to go by
+    opening = doc.text.index("Mary Smith is single")
+    assert not any(c.start == opening for c in plain)  # the document is made so that the break matters
+    [mary] = [c for c in chunks if c.start == opening]
+    assert "Line item 0" in mary.text  # her table, with the sentence that names her
+    assert mary.context == "Budget illustrative cases"  # the heading is not repeated: her name opens the text
+    before = chunks[chunks.index(mary) - 1]
+    # The heading line closes the chunk before it, with no overlap back into Eddie's section.
+    assert before.text.endswith("## Mary Smith") and before.end < opening
+    assert all(c.end <= before.end for c in chunks[: chunks.index(mary)])
     _check(doc)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import index_into, make_mixed_folder, open_store, stored_chunks, stored_vectors
+from qa.chunking import VERSION as CHUNKS_VERSION
 from qa.config import Settings
 from qa.errors import EmptyCorpusError, IndexCorruptError, IndexLockedError, IndexMismatchError, IndexMissingError
 from qa.index.sync import index_paths
@@ -227,13 +228,16 @@ def test_a_changed_reader_re_extracts_exactly_its_files(tmp_path, fake_embedder)
     manifest["files"]["memo.docx"]["extractor"] = "python-docx-0"  # as written by an older qa
     manifest["files"]["report.pdf"]["extractor"] = "pypdf-0"
     manifest["files"]["report.pdf"]["text_sha256"] = "0" * 64  # that reader gave other text
+    manifest["files"]["notes.txt"]["extractor"] = "text-2"  # before the chunker was versioned: chunked again,
+    # and the same chunks came out, so nothing is embedded
     (s.index_dir / MANIFEST).write_text(json.dumps(manifest))
     fake_embedder.calls.clear()
     report = index_paths([docs], s, embedder=fake_embedder)
-    assert report.changed == ("report.pdf",) and "memo.docx" in report.unchanged
+    assert report.changed == ("report.pdf",) and {"memo.docx", "notes.txt"} <= set(report.unchanged)
     assert fake_embedder.calls and all("glacier" in text for text in fake_embedder.calls)
     after = json.loads((s.index_dir / MANIFEST).read_text())["files"]
     assert after["memo.docx"]["extractor"].startswith("ooxml-") and after["report.pdf"]["extractor"].startswith("pdfium-")
+    assert all(entry["extractor"].endswith(f"/{CHUNKS_VERSION}") for entry in after.values())
     fake_embedder.calls.clear()
     assert not index_paths([docs], s, embedder=fake_embedder).wrote and fake_embedder.calls == []
     data = read_index(s.index_dir)

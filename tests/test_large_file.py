@@ -11,7 +11,8 @@ import pytest
 import qa.index.sync
 import qa.loaders
 from conftest import ROOT
-from qa.chunking import Chunker, sentence_offsets
+from qa.chunking import Chunker
+from qa.sentences import sentence_offsets
 from qa.config import Settings
 from qa.errors import UnreadableFileError
 from qa.index.sync import index_paths

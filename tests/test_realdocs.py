@@ -96,6 +96,14 @@ def test_pdf_answers_cite_the_page_they_are_printed_on(indexed):
         assert top.source == source and phrase in " ".join(top.text.split()) and top.page == page
 
 
+def test_a_case_study_is_found_with_its_own_table(indexed):
+    # Eddie's name and opening sentence used to end the chunk before his table, whose "Net Cash Income" row
+    # answers; a section now starts a chunk of its own once the chunk before it is 70% full.
+    _, retriever = indexed
+    top = retriever.ask("What is Eddie's net cash income in 2007 after the Budget?").passages[0]
+    assert top.source == "poi__IllustrativeCases.docx" and "73,600" in top.text and "Eddie is single" in top.text
+
+
 def test_two_short_sentences_make_one_highlight(indexed):
     # "Patrick is single, employed as a waiter ... He will gain €825 from the Budget.": the second answers, the
     # first names him; 20 words together, so both are highlighted (issue #13).

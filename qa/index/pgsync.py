@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qa.backends import explain_backend, load_embedder, resolve_backend
-from qa.chunking import Chunker
+from qa.chunking import Chunker, reader_version
 from qa.config import Settings
 from qa.embedding import Embedder
 from qa.errors import EmptyCorpusError, IndexMismatchError, UnreadableFileError
@@ -24,7 +24,7 @@ from qa.index.pgwrite import (claim, create_schema, lock_totals, previous_versio
 from qa.index.postgres import StoreAddress, connect, graph_sql, read_meta, writing
 from qa.index.store import FileEntry, Manifest, check_compatible
 from qa.index.sync import IndexProgress, _read_bytes, _size
-from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, extractor, load
+from qa.loaders import SUPPORTED_EXTENSIONS, SourceFile, discover, load
 from qa.records import Chunk, Document, FileFailure, IndexReport
 
 _BATCH = 256
@@ -175,7 +175,7 @@ def _read(conn, name: str, file: SourceFile, settings: Settings, chunker: Chunke
     try:
         _size(file, settings.max_file_bytes)
         data = _read_bytes(file, settings.max_file_bytes)
-        sha, reader = hashlib.sha256(data).hexdigest(), extractor(file.path)
+        sha, reader = hashlib.sha256(data).hexdigest(), reader_version(file.path)
         if previous is not None and previous == (sha, reader):
             run.unchanged.append(file.source)
             release(conn, key)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.chunking import Chunker
+from qa.chunking import Chunker, reader_version, same_chunker
 from qa.config import Settings
 from qa.backends import explain_backend, load_embedder, resolve_backend
 from qa.embedding import Embedder
 from qa.errors import EmptyCorpusError, UnreadableFileError
-from qa.loaders import (SUPPORTED_EXTENSIONS, SourceFile, discover, extractor, file_sha256, load, reading,
+from qa.loaders import (SUPPORTED_EXTENSIONS, SourceFile, discover, file_sha256, load, reading,
                         stream_text, streams)
 from qa.records import Chunk, FileFailure, IndexReport
 from qa.index.store import FORMAT_VERSION, FileEntry, Manifest, check_compatible, read_index, read_manifest
@@ -73,7 +73,11 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
         embedding = _Embedding(load_model, writer, (lambda d, t: progress("embed", d, t)) if progress else None)
         chunker = Chunker.for_settings(settings)
         entries: dict[str, FileEntry] = {}
-        reused: set[str] = set()  # re-extracted by a newer reader to the very same text: old rows kept
+        reused: set[str] = set()  # re-extracted by a newer reader to the very same chunks: old rows kept
+
+        def old_ids(source: str) -> list[str]:
+            return [c.id for c in old_data.document_chunks(source)] if old_data is not None else []
+
         added, changed, unchanged, failed, notes = [], [], [], [], []
         new_chunks = 0
         for number, file in enumerate(files, 1):
@@ -82,7 +86,8 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
             previous = old.files.get(file.source) if old else None
             mark = writer.mark()
             try:
-                entry = _index_file(file, previous, settings.max_file_bytes, chunker, writer, embedding, reused)
+                entry = _index_file(file, previous, settings.max_file_bytes, chunker, writer, embedding, reused,
+                                    old_ids)
             except UnreadableFileError as exc:
                 writer.rollback(mark)  # a file that failed midway leaves none of its rows behind
                 embedding.truncate(mark)
@@ -146,11 +151,13 @@ def index_paths(paths: list[Path], settings: Settings, *, embedder: Embedder | N
 
 
 def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunker: Chunker,
-                writer: GenerationWriter, embedding: _Embedding, reused: set[str]) -> FileEntry | None:
-    """Read, chunk and queue one file; None when its bytes are those already indexed by the same reader. A file
-    that a newer reader turns into the same text as before keeps its rows: it is added to `reused`."""
+                writer: GenerationWriter, embedding: _Embedding, reused: set[str],
+                old_ids: Callable[[str], list[str]]) -> FileEntry | None:
+    """Read, chunk and queue one file; None when its bytes are those already indexed by the same reader and
+    chunker. A file that a newer reader or chunker turns into the same chunks as before keeps its rows: it is
+    added to `reused`."""
     size = _size(file, limit)
-    reader = extractor(file.path)
+    reader = reader_version(file.path)
     if streams(file.path, size):
         # Too large to hold: hashed in one pass, then (if changed) decoded, chunked and saved block by block.
         if previous is not None and previous.sha256 == file_sha256(file.path) and previous.extractor == reader:
@@ -179,14 +186,18 @@ def _index_file(file: SourceFile, previous: FileEntry | None, limit: int, chunke
         return None
     document = load(file.path, file.source, data)
     text_sha = save_text(writer.path, document.text)
-    if (previous is not None and previous.sha256 == sha and previous.text_sha256 == text_sha
-            and previous.page_starts == document.page_starts and not document.page_labels):
+    same_text = (previous is not None and previous.sha256 == sha and previous.text_sha256 == text_sha
+                 and previous.page_starts == document.page_starts and not document.page_labels)
+    if same_text and same_chunker(previous.extractor):
         reused.add(file.source)
         return FileEntry(sha, len(data), previous.chunks, text_sha, document.page_starts, reader, document.notes)
     chunks = chunker.chunk(document)
     if not chunks:
         raise UnreadableFileError("no sentences found in the file")
     entry = FileEntry(sha, len(data), len(chunks), text_sha, document.page_starts, reader, document.notes)
+    if same_text and [c.id for c in chunks] == old_ids(file.source):  # the chunker changed, not these chunks
+        reused.add(file.source)
+        return entry
     writer.add_rows(chunks)
     embedding.add(chunks)  # embedded in the background while the next files are read
     return entry
