@@ -113,3 +113,11 @@ def test_without_ocr_installed_the_reasons_say_how_to_get_it(tmp_path, monkeypat
     document = _load(tmp_path / "g.pdf")
     assert "tidal power" in document.text
     assert document.notes == ("page 2: garbled text layer (the fonts map no letters; OCR would read it); skipped",)
+
+
+def test_lines_ocr_guessed_at_are_dropped_and_the_rest_kept():
+    text = "Davis took the same\n\nsjnods |\nmodel further."
+    assert ocr._sure_lines(text, [96, 95, 96, 94, 32, 17, 95, 93]) == "Davis took the same\n\nmodel further."
+    # One sure word keeps its line; words that do not line up with the text keep everything.
+    assert ocr._sure_lines(text, [96, 95, 96, 94, 32, 60, 95, 93]) == text
+    assert ocr._sure_lines(text, [96, 95]) == text

@@ -55,6 +55,9 @@ def test_chunks_hold_no_ligatures_glyph_names_or_running_heads(indexed):
     assert not [line for line in lines if re.fullmatch(r"\d+ FREE CULTURE|FREE CULTURE \d+", line)]
     assert not [line for line in lines if re.fullmatch(r"\d+ \d\.\d\. TOPOLOGISCHE MANNIGFALTIGKEITEN", line)]
     assert "Spi- derMonkey" not in text and "SpiderMonkey" in text
+    # The TAM review's OCR'd pages: a journal's name printed upside down in the margin, read as "sjnods |".
+    tam = retriever.data.document_text("pdfjs__TAMReview.pdf")
+    assert "Fishbein and Ajzen (1975)" in tam and "sjnods" not in tam and "synolds" not in tam
     # A drawing set's title block, lines of their own mid-page on 22 of its 25 sheets (3 sheets run it into a
     # longer line, which stays); the sheets' own callouts stay.
     drawings = retriever.data.document_text("pdfjs__Brotli-Prototype-FileA.pdf")
