@@ -121,3 +121,25 @@ def test_lines_ocr_guessed_at_are_dropped_and_the_rest_kept():
     # One sure word keeps its line; words that do not line up with the text keep everything.
     assert ocr._sure_lines(text, [96, 95, 96, 94, 32, 60, 95, 93]) == text
     assert ocr._sure_lines(text, [96, 95]) == text
+
+
+def test_a_file_of_pictures_is_not_ocrd_to_its_end(tmp_path):
+    # A photo album at a second a page: after OCR_GIVE_UP pages of images with no text, the rest are not tried;
+    # a file that OCR reads once is read to its end.
+    from PIL import Image
+
+    from qa.formats.pdf import OCR_GIVE_UP
+
+    photo = Image.new("L", (400, 550), 200)
+    _pdf_with_images(tmp_path / "album.pdf", ["A typed cover page about the 1987 family trip."]
+                     + [photo] * (OCR_GIVE_UP + 2))
+    document = _load(tmp_path / "album.pdf")
+    assert document.notes == (
+        f"pages 2-{OCR_GIVE_UP + 1}: no text layer (an image of the page), and OCR read nothing legible on it; skipped",
+        f"pages {OCR_GIVE_UP + 2}-{OCR_GIVE_UP + 3}: no text layer (an image of the page); not read, as OCR found no "
+        f"text on the file's first {OCR_GIVE_UP} such pages; skipped")
+    _pdf_with_images(tmp_path / "scans.pdf", [_scan(SCANNED)] + [photo] * OCR_GIVE_UP + [_scan(SCANNED[::-1])])
+    document = _load(tmp_path / "scans.pdf")
+    assert document.notes == ("pages 1, 7: no text layer (an image of the page); read by OCR",
+                              f"pages 2-{OCR_GIVE_UP + 1}: no text layer (an image of the page), and OCR read nothing "
+                              "legible on it; skipped")

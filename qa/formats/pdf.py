@@ -21,6 +21,9 @@ _UNMAPPED = re.compile("[\x00-\x08\x0e-\x1f\ue000-\uf8ff\ufffd]")  # control cod
 _GARBLED = "garbled text layer (the fonts map no letters; OCR would read it)"
 _GARBLED_READ = "garbled text layer (the fonts map no letters)"
 _NO_LAYER = "no text layer (an image of the page)"
+# A file whose first pages of images hold no text (a photo album, a slide deck of pictures) is not OCR'd to its
+# end at a second a page; one that OCR reads once is.
+OCR_GIVE_UP = 5
 _ALNUM = re.compile(r"[^\W_]")
 
 
@@ -91,6 +94,7 @@ def _pdfium_pages(data: bytes) -> tuple[list[str | Exception | _Ocr] | None, lis
     try:
         encrypted = raw_api.FPDF_GetSecurityHandlerRevision(document.raw) != -1
         pages: list[str | Exception | _Ocr] = []
+        misses, found = 0, False  # pages OCR read nothing on; whether it read any
         labels: list[str] = []
         for index in range(len(document)):
             try:
@@ -103,13 +107,16 @@ def _pdfium_pages(data: bytes) -> tuple[list[str | Exception | _Ocr] | None, lis
                 text = textpage.get_text_range()
                 textpage.close()
                 why = _ocr_reason(page, text) if ocr.available() else None
-                read = _read_drawn(page) if why else None
-                if read is None:
+                if not why:
                     pages.append(text)
-                elif read.readable:
-                    pages.append(_Ocr(read.text, why))
+                elif misses >= OCR_GIVE_UP and not found:
+                    pages.append(_Ocr("", f"{why}; not read, as OCR found no text on the file's first {OCR_GIVE_UP} such pages"))
                 else:
-                    pages.append(_Ocr("", f"{why}, and OCR read nothing legible on it"))
+                    read = _read_drawn(page)
+                    found = found or read.readable
+                    misses += not read.readable
+                    pages.append(_Ocr(read.text, why) if read.readable
+                                 else _Ocr("", f"{why}, and OCR read nothing legible on it"))
                 page.close()
             except Exception as exc:  # noqa: BLE001 (one bad page must not lose the others)
                 pages.append(exc)
