@@ -85,7 +85,8 @@ def read(image, dpi: int) -> PageText:  # image: PIL.Image.Image
         api.SetSourceResolution(dpi)
         text = api.GetUTF8Text()  # tesserocr lets go of the GIL here: embedding goes on meanwhile
         confidence = api.MeanTextConf()
-        words = [c for word, c in api.MapWordConfidences() if word.strip()]
+        # Asked of a page with no words, tesserocr prints "No text returned" to stderr: not asked then.
+        words = [c for word, c in api.MapWordConfidences() if word.strip()] if text.strip() else []
         api.Clear()
     return PageText(_sure_lines(text, words).strip(), confidence)
 
