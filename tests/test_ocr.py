@@ -143,3 +143,18 @@ def test_a_file_of_pictures_is_not_ocrd_to_its_end(tmp_path):
     assert document.notes == ("pages 1, 7: no text layer (an image of the page); read by OCR",
                               f"pages 2-{OCR_GIVE_UP + 1}: no text layer (an image of the page), and OCR read nothing "
                               "legible on it; skipped")
+
+
+def test_reading_a_blank_scan_prints_nothing(tmp_path):
+    # tesserocr prints "No text returned" on stderr (at exit) when asked for the words of a page without any.
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    _pdf_with_images(tmp_path / "blank.pdf", [Image.new("L", (17, 17), 200)])
+    code = ("import sys; from pathlib import Path; from qa.loaders import load; p = Path(sys.argv[1])\n"
+            "try: load(p, p.name, p.read_bytes())\nexcept Exception as e: print(type(e).__name__)")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "blank.pdf")], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert (run.stdout, run.stderr) == ("UnreadableFileError\n", "")
