@@ -29,7 +29,7 @@ def main() -> None:
         again = build_index([ROOT / "corpus"], settings=settings)
         retriever = Retriever(settings.index_dir, settings=settings)
         answerable = questions["answerable"]
-        latencies, rank1, top3, refused = [], 0, 0, 0
+        latencies, rank1, top3, refused, highlighted = [], 0, 0, 0, 0
         for case in answerable:
             t = time.perf_counter()
             passages = retriever.retrieve(case["question"])
@@ -37,6 +37,9 @@ def main() -> None:
             refused += not passages
             rank1 += bool(passages) and case["answer"] in passages[0].text
             top3 += any(case["answer"] in p.text for p in passages[:3])
+            # The answer's own words (or the whole answer) inside the rank-1 highlight, white space aside.
+            want = " ".join((case.get("sentence") or case["answer"]).split())
+            highlighted += bool(passages) and want in " ".join(passages[0].highlighted_text.split())
         answered = 0
         for question in questions["off_topic"]:
             t = time.perf_counter()
@@ -53,6 +56,7 @@ def main() -> None:
         "answerable": len(answerable),
         "answerable_rank1": rank1,
         "answerable_top3": top3,
+        "answerable_rank1_highlighted": highlighted,
         "answerable_refused": refused,
         "off_topic": len(questions["off_topic"]),
         "off_topic_answered": answered,
