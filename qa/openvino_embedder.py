@@ -82,7 +82,10 @@ class OpenVINOEmbedder(_Batched):
         self.max_tokens = int(config.get("max_seq_length", 256))
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_tokens)
-        self.tokenizer.enable_padding()
+        # Lengths padded to a multiple of 8: the CPU plugin prepares its kernels once per input shape, and a first
+        # `qa index` met a new shape with almost every batch (first-run ingest 191 against 184 chunks/s, median
+        # of 7 fresh processes each, int8, Zen 5; experiments/README.md, session 15).
+        self.tokenizer.enable_padding(pad_to_multiple_of=8)
         self._xml = self._cached_model(path, cache_dir, int8)
         self._core = ov.Core()
         # The precision is always stated: left alone, OpenVINO runs an "fp32" model in bf16 on CPUs that have
