@@ -15,7 +15,7 @@ import gradio as gr  # noqa: E402
 from qa.api import Retriever, build_index  # noqa: E402
 from qa.chat import (ask, example_questions, loaded_line, put_back, remove_document, save_upload,  # noqa: E402
                      set_aside, set_aside_sources)
-from qa.formats.pdf import page_image  # noqa: E402
+from qa.formats.pdfview import page_image  # noqa: E402
 from qa.loaders import file_sha256  # noqa: E402
 from qa.records import IndexReport  # noqa: E402
 from qa.reply import render_question, render_source, render_turn  # noqa: E402

@@ -331,7 +331,7 @@ def test_html_without_an_article_keeps_its_visible_text(tmp_path):
 
 
 def test_pdf_page_image_marks_the_sentence(tmp_path):
-    from qa.formats.pdf import page_image
+    from qa.formats.pdfview import page_image
 
     pdf = tmp_path / "marked.pdf"
     make_pdf(pdf, ["A first page about nothing.", "The expedition counted 412 emperor penguins on the ice shelf."])

@@ -158,3 +158,21 @@ def test_reading_a_blank_scan_prints_nothing(tmp_path):
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "blank.pdf")], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert (run.stdout, run.stderr) == ("UnreadableFileError\n", "")
+
+
+def test_the_source_viewer_marks_a_sentence_that_ocr_read(tmp_path):
+    # The page has no text layer for PDFium to search: the sentence is found among the words OCR reads, and boxed.
+    from qa.formats.pdfview import page_image
+
+    _pdf_with_images(tmp_path / "s.pdf", ["A typed first page about tidal power.", _scan(SCANNED)])
+    data = (tmp_path / "s.pdf").read_bytes()
+    document = load(tmp_path / "s.pdf", "s.pdf", data)
+    sentence = next(s for s in document.text[document.page_starts[1]:].split("\n") if "1851" in s)
+    marked = page_image(data, 2, sentence)
+    plain = page_image(data, 2, "A sentence that is on no page at all.")
+    assert marked.size == plain.size
+    changed = [i for i, (a, b) in enumerate(zip(marked.convert("L").getdata(), plain.convert("L").getdata())) if a != b]
+    assert changed  # boxed, and only around the first line (the scan's lines are 70 of its 2,339 pixels apart)
+    rows = {i // marked.size[0] for i in changed}
+    top_line = 200 * marked.size[1] / 2339
+    assert min(rows) >= top_line - 20 and max(rows) <= top_line + 45 * marked.size[1] / 2339 + 20

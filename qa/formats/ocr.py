@@ -104,3 +104,24 @@ def _sure_lines(text: str, confidences: list[int]) -> str:
             kept.append(line)
         at += count
     return "\n".join(kept)
+
+
+def word_boxes(image, dpi: int) -> list[tuple[str, tuple[int, int, int, int]]]:  # image: PIL.Image.Image
+    """Each word OCR reads on a drawn page, with its box in the image's pixels: (left, top, right, bottom)."""
+    import tesserocr
+
+    level = tesserocr.RIL.WORD
+    with _LOCK:
+        api = _api()
+        api.SetImage(image)
+        api.SetSourceResolution(dpi)
+        api.Recognize()
+        iterator = api.GetIterator()
+        words = []
+        if iterator is not None and api.GetUTF8Text().strip():  # an empty page's iterator prints as it fails
+            for item in tesserocr.iterate_level(iterator, level):
+                word, box = item.GetUTF8Text(level), item.BoundingBox(level)
+                if word and word.strip() and box:
+                    words.append((word, box))
+        api.Clear()
+    return words

@@ -15,7 +15,7 @@ from qa.formats.text import normalise
 # Bumped whenever the text this module produces for the same file changes: such files are re-extracted.
 VERSION = "pdfium-3"  # 3: pages without a usable text layer read by OCR; 2: a line on two pages of three is furniture
 # PDFium is not thread-safe: one document at a time in this process.
-_PDFIUM = threading.Lock()
+PDFIUM = threading.Lock()
 _GLYPH_NAMES = re.compile(r"(?:/g\d+)+|(?:/uni[0-9A-Fa-f]{4})+")
 _UNMAPPED = re.compile("[\x00-\x08\x0e-\x1f\ue000-\uf8ff\ufffd]")  # control codes, private-use glyphs
 _GARBLED = "garbled text layer (the fonts map no letters; OCR would read it)"
@@ -38,7 +38,7 @@ class PdfText:
 
 def read_pdf(data: bytes) -> PdfText:
     """The text of every page; raises UnreadableFileError when the file as a whole has no usable text."""
-    with _PDFIUM:
+    with PDFIUM:
         raw, labels, encrypted = _pdfium_pages(data)
         if raw is None and b"/BrotliDecode" in data:
             # PDFium has no Brotli filter: the same file with those streams decoded by pypdf is read at PDFium's
@@ -55,7 +55,7 @@ def read_pdf(data: bytes) -> PdfText:
             skipped.setdefault(f"{text.why}; read by OCR" if text.text else text.why, []).append(number)
             pages.append(normalise(text.text))
         elif isinstance(text, Exception):
-            skipped.setdefault(f"could not be read ({_short(text)})", []).append(number)
+            skipped.setdefault(f"could not be read ({short_reason(text)})", []).append(number)
             pages.append("")
         elif _garbled(text):
             skipped.setdefault(_GARBLED, []).append(number)
@@ -106,7 +106,7 @@ def _pdfium_pages(data: bytes) -> tuple[list[str | Exception | _Ocr] | None, lis
                 textpage = page.get_textpage()
                 text = textpage.get_text_range()
                 textpage.close()
-                why = _ocr_reason(page, text) if ocr.available() else None
+                why = ocr_reason(page, text) if ocr.available() else None
                 if not why:
                     pages.append(text)
                 elif misses >= OCR_GIVE_UP and not found:
@@ -125,7 +125,7 @@ def _pdfium_pages(data: bytes) -> tuple[list[str | Exception | _Ocr] | None, lis
         document.close()
 
 
-def _ocr_reason(page, text: str) -> str | None:  # page: pypdfium2.PdfPage
+def ocr_reason(page, text: str) -> str | None:  # page: pypdfium2.PdfPage
     """Why OCR should read this page: its text layer is garbage, or it has next to no text but an image covering
     a fifth of it or more (a scanned page; a slide's title over a photo is read too, and kept only if OCR reads
     more). None for a page whose text layer stands, or an empty page: OCR costs about a second a page."""
@@ -218,7 +218,7 @@ def _page_list(numbers: list[int]) -> str:
     return f"page{'s' if len(numbers) > 1 else ''} {text}"
 
 
-def _short(exc: Exception) -> str:
+def short_reason(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     # Messages of damaged files can quote raw bytes: keep the reader's words, never the file's.
     return type(exc).__name__ if not text or not text.isprintable() or len(text) > 80 else text
@@ -259,52 +259,3 @@ def _check_any_text(pages: list[str], notes: list[str], encrypted: bool) -> None
                                   "the latter")
     raise UnreadableFileError(f"PDF has no text layer ({pages_of} of images: a scan?): {ocr.INSTALL_HINT}, or "
                               "run OCR on it (e.g. ocrmypdf), then index again")
-
-
-def page_image(data: bytes, page: int, sentence: str, scale: float = 1.6):  # -> PIL.Image.Image
-    """Page `page` (1-based) drawn as an image, with `sentence` marked where PDFium finds it on the page (its
-    first words, fewer if the extracted text was changed: ligatures folded, hyphens joined). For the web
-    chat's source viewer; nothing is written to disk."""
-    import pypdfium2 as pdfium
-    from PIL import Image, ImageDraw
-
-    with _PDFIUM:
-        try:
-            document = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as exc:
-            raise UnreadableFileError(f"cannot draw this PDF ({_short(exc)})") from None
-        try:
-            if not 1 <= page <= len(document):
-                raise UnreadableFileError(f"the PDF has no page {page}")
-            handle = document[page - 1]
-            image = handle.render(scale=scale).to_pil().convert("RGBA")
-            height = handle.get_height()
-            boxes = _sentence_boxes(handle, sentence)
-            handle.close()
-        finally:
-            document.close()
-    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))  # drawn apart and blended: the text stays readable
-    overlay = ImageDraw.Draw(layer)
-    for left, bottom, right, top in boxes:
-        box = (left * scale - 2, (height - top) * scale - 2, right * scale + 2, (height - bottom) * scale + 2)
-        overlay.rectangle(box, fill=(253, 224, 71, 110), outline=(180, 83, 9, 255), width=2)
-    return Image.alpha_composite(image, layer).convert("RGB")
-
-
-def _sentence_boxes(page, sentence: str) -> list[tuple[float, float, float, float]]:
-    textpage = page.get_textpage()
-    try:
-        words = sentence.split()
-        for size in (len(words), 12, 8, 5, 3):
-            needle = " ".join(words[:size])
-            if size > len(words) or not needle:
-                continue
-            found = textpage.search(needle, match_case=False).get_next()
-            if found:
-                start, count = found
-                if size < len(words):  # the rest of the sentence follows: mark as many characters as it has
-                    count = min(len(sentence), textpage.count_chars() - start)
-                return [textpage.get_rect(i) for i in range(textpage.count_rects(start, count))]
-        return []
-    finally:
-        textpage.close()
