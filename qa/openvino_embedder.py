@@ -82,10 +82,7 @@ class OpenVINOEmbedder(_Batched):
         self.max_tokens = int(config.get("max_seq_length", 256))
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_tokens)
-        # Lengths padded to a multiple of 8: the CPU plugin prepares its kernels once per input shape, and a first
-        # `qa index` met a new shape with almost every batch (first-run ingest 191 against 184 chunks/s, median
-        # of 7 fresh processes each, int8, Zen 5; experiments/README.md, session 15).
-        self.tokenizer.enable_padding(pad_to_multiple_of=8)
+        self.tokenizer.enable_padding()
         self._xml = self._cached_model(path, cache_dir, int8)
         self._core = ov.Core()
         # The precision is always stated: left alone, OpenVINO runs an "fp32" model in bf16 on CPUs that have
@@ -102,7 +99,6 @@ class OpenVINOEmbedder(_Batched):
         self.dim = int(self.compiled.output("last_hidden_state").get_partial_shape()[2].get_length())
         self._fixed: dict[int, object] = {}  # bucket -> compiled model, made on first use
         self._fixed_lock = threading.Lock()
-        self._singles = 0
         self._local = threading.local()  # infer requests per thread: requests are not thread-safe
 
     def _cached_model(self, path: Path, cache_dir: Path, int8: bool) -> Path:
@@ -170,16 +166,15 @@ class OpenVINOEmbedder(_Batched):
         return {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
                 "token_type_ids": np.zeros_like(ids)}
 
-    def _compiled_for(self, tokens: int):  # -> (bucket or 0, openvino.CompiledModel)
-        """A fixed-shape model for one text, from the second one on: compiling one costs 0.3-0.6 s, more than a
-        one-question process (`qa ask`) could gain; a server pays it once per bucket (or at start: `warm`)."""
+    def _compiled_for(self, tokens: int):  # -> (bucket or 0, fixed-shape model or None)
+        """One text's bucket (0: it runs at its own length) and its fixed-shape model, compiled on first use
+        (0.3-0.6 s; a server makes them all at start: `warm`). Every process runs a question on the same
+        compiled shape: the dynamic int8 model gave the seed's top passage 0.7319 where the fixed-shape copy
+        gave 0.7310 (session 15), and `qa ask` must rank as a server does."""
         bucket = next((b for b in QUESTION_BUCKETS if b >= tokens), 0)
-        if PRECISIONS[self.backend] not in FIXED_SHAPES:
-            return 0, self.compiled
+        if PRECISIONS[self.backend] not in FIXED_SHAPES or not bucket:
+            return 0, None
         with self._fixed_lock:
-            self._singles += 1
-            if not bucket or (bucket not in self._fixed and self._singles < 2):
-                return 0, self.compiled
             return bucket, self._fixed_model(bucket)
 
     def _fixed_model(self, bucket: int):  # -> openvino.CompiledModel; the caller holds _fixed_lock
@@ -212,14 +207,20 @@ class OpenVINOEmbedder(_Batched):
     def _forward(self, texts: list[str]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         encoded = self.tokenizer.encode_batch(texts)
         inputs = self._inputs(encoded)
-        bucket, compiled = self._compiled_for(len(encoded[0].ids)) if len(texts) == 1 else (0, self.compiled)
-        if bucket:
-            pad = bucket - inputs["input_ids"].shape[1]
+        bucket, fixed = self._compiled_for(len(encoded[0].ids)) if len(texts) == 1 else (0, None)
+        compiled = fixed or self.compiled
+        # A batch's length is padded to a multiple of 8: the CPU plugin prepares its kernels once per input shape,
+        # and a first `qa index` met a new shape with almost every batch (first-run ingest 191 against 184
+        # chunks/s, median of 7 fresh processes each, int8, Zen 5; experiments/README.md, session 15). One text
+        # keeps its bucket's length (int8) or its own.
+        length = inputs["input_ids"].shape[1]
+        pad = bucket - length if bucket else -length % 8 if len(texts) > 1 else 0
+        if pad:
             pad_id = (self.tokenizer.padding or {}).get("pad_id", 0)
             inputs = {k: np.pad(v, ((0, 0), (0, pad)), constant_values=pad_id if k == "input_ids" else 0)
                       for k, v in inputs.items()}
         mask = inputs["attention_mask"]
-        request = self._request(bucket, compiled)
+        request = self._request(bucket if fixed else 0, compiled)
         request.infer(inputs)
         hidden = np.array(request.get_tensor(compiled.output("last_hidden_state")).data)  # reused by the next call
         pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)

@@ -77,8 +77,8 @@ def test_ask_json_schema_and_answers_from_each_format(any_store):
     assert top["source"] == "report.pdf" and top["page"] == 2 and "thirty metres" in top["text"]
     assert isinstance(top["line"], int) and isinstance(top["score"], float)
     retriever = Retriever(index)
-    # The same passages, places and highlights from the API; scores agree to 4 decimals (this process has asked
-    # before, so its question runs on a fixed-shape copy of the model, whose float arithmetic differs in the 6th).
+    # The same passages, places and highlights from the API; scores agree to 4 decimals (every process runs an
+    # int8 question on the same fixed-shape copy of the model; threads may still order float sums differently).
     api = [p.to_dict() for p in retriever.retrieve(QUESTIONS["report.pdf"], k=3)]
     assert [{**p, "score": None} for p in api] == [{**p, "score": None} for p in out["passages"]]
     assert np.allclose([p["score"] for p in api], [p["score"] for p in out["passages"]], atol=1e-4)
