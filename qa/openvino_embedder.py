@@ -169,8 +169,8 @@ class OpenVINOEmbedder(_Batched):
     def _compiled_for(self, tokens: int):  # -> (bucket or 0, fixed-shape model or None)
         """One text's bucket (0: it runs at its own length) and its fixed-shape model, compiled on first use
         (0.3-0.6 s; a server makes them all at start: `warm`). Every process runs a question on the same
-        compiled shape: the dynamic int8 model gave the seed's top passage 0.7319 where the fixed-shape copy
-        gave 0.7310 (session 15), and `qa ask` must rank as a server does."""
+        compiled shape: the dynamic int8 model gave the seed's top passage 0.7310 where the fixed-shape copy
+        gave 0.7319 (session 15), and `qa ask` must rank as a server does."""
         bucket = next((b for b in QUESTION_BUCKETS if b >= tokens), 0)
         if PRECISIONS[self.backend] not in FIXED_SHAPES or not bucket:
             return 0, None
