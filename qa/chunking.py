@@ -128,16 +128,14 @@ class Chunker:
         while i < len(units):
             at = bisect.bisect_right(headings, units[i].start, key=lambda h: h[0])
             name = headings[at - 1][1] if at else heading
-            j, total = i, 0
+            j, total, section = i, 0, None  # section: where the next section's first chunk starts
             while j < len(units) and units[j].region == units[i].region and total + units[j].tokens <= budget:
                 if j > i and units[j].start in opens and total >= SECTION_FILL * budget:
                     section = j + 1  # the loop's own test says the heading fits
                     break
                 total += units[j].tokens
                 j += 1
-            else:
-                section = None
-            j = max(j if section is None else section, i + 1)
+            j = max(section or j, i + 1)
             chunks.append(self._make_chunk(document, units[i:j], title, name, abbreviations, offset, line))
             if j >= len(units):
                 break

@@ -15,7 +15,9 @@ MAX_PIXELS = 40_000_000
 # Below this mean word confidence (0-100) the page is noise that OCR guessed at (a photo, a pattern, boxes).
 MIN_CONFIDENCE = 55
 MIN_LINE_CONFIDENCE = 40
-_ALNUM = re.compile(r"[^\W_]")
+# A page with fewer letters has no text worth the name: its text layer is OCR'd, and so little OCR is not kept.
+MIN_LETTERS = 20
+_LETTER = re.compile(r"[^\W_]")
 # Tesseract's API object is not thread-safe, and one is kept per process: loading its model takes 0.2 s.
 _LOCK = threading.Lock()
 _PLACES = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata", "/usr/local/share/tessdata",
@@ -31,7 +33,12 @@ class PageText:
 
     @property
     def readable(self) -> bool:
-        return self.confidence >= MIN_CONFIDENCE and len(_ALNUM.findall(self.text)) >= 20
+        return self.confidence >= MIN_CONFIDENCE and letters(self.text) >= MIN_LETTERS
+
+
+def letters(text: str) -> int:
+    """Letters and digits in a text, in any script."""
+    return len(_LETTER.findall(text))
 
 
 @functools.lru_cache(maxsize=1)

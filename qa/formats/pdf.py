@@ -24,7 +24,6 @@ _NO_LAYER = "no text layer (an image of the page)"
 # A file whose first pages of images hold no text (a photo album, a slide deck of pictures) is not OCR'd to its
 # end at a second a page; one that OCR reads once is.
 OCR_GIVE_UP = 5
-_ALNUM = re.compile(r"[^\W_]")
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,8 @@ def _pdfium_pages(data: bytes) -> tuple[list[str | Exception | _Ocr] | None, lis
                 if not why:
                     pages.append(text)
                 elif misses >= OCR_GIVE_UP and not found:
-                    pages.append(_Ocr("", f"{why}; not read, as OCR found no text on the file's first {OCR_GIVE_UP} such pages"))
+                    pages.append(_Ocr("", f"{why}; not read, as OCR found no text on the file's first "
+                                          f"{OCR_GIVE_UP} such pages"))
                 else:
                     read = _read_drawn(page)
                     found = found or read.readable
@@ -131,7 +131,7 @@ def ocr_reason(page, text: str) -> str | None:  # page: pypdfium2.PdfPage
     more). None for a page whose text layer stands, or an empty page: OCR costs about a second a page."""
     if _garbled(text):
         return _GARBLED_READ
-    if len(_ALNUM.findall(text)) >= 20:
+    if ocr.letters(text) >= ocr.MIN_LETTERS:
         return None
     import pypdfium2.raw as raw_api
 
@@ -143,9 +143,14 @@ def ocr_reason(page, text: str) -> str | None:  # page: pypdfium2.PdfPage
     return None
 
 
-def _read_drawn(page) -> ocr.PageText:
+def drawn_for_ocr(page):  # -> (PIL.Image.Image, pixels per PDF point); page: pypdfium2.PdfPage
+    """The page drawn in grey at OCR's resolution (less for a poster), and the scale it was drawn at."""
     scale = ocr.scale_for(*page.get_size())
-    image = page.render(scale=scale, grayscale=True).to_pil()
+    return page.render(scale=scale, grayscale=True).to_pil(), scale
+
+
+def _read_drawn(page) -> ocr.PageText:
+    image, scale = drawn_for_ocr(page)
     return ocr.read(image, round(scale * 72))
 
 

@@ -5,7 +5,7 @@ import re
 
 from qa.errors import UnreadableFileError
 from qa.formats import ocr
-from qa.formats.pdf import PDFIUM, ocr_reason, short_reason
+from qa.formats.pdf import PDFIUM, drawn_for_ocr, ocr_reason, short_reason
 
 _NOT_ALNUM = re.compile(r"[^\w]+")
 
@@ -66,8 +66,8 @@ def _read_boxes(page, sentence: str) -> list[tuple[float, float, float, float]]:
     textpage.close()
     if not ocr.available() or not ocr_reason(page, text):
         return []
-    scale = ocr.scale_for(*page.get_size())
-    words = ocr.word_boxes(page.render(scale=scale, grayscale=True).to_pil(), round(scale * 72))
+    image, scale = drawn_for_ocr(page)
+    words = ocr.word_boxes(image, round(scale * 72))
     keys = [_key(word) for word, _ in words]
     wanted = [key for key in map(_key, sentence.split()) if key]
     height = page.get_height()
