@@ -28,7 +28,11 @@ def page_image(data: bytes, page: int, sentence: str, scale: float = 1.6):  # ->
             handle = document[page - 1]
             image = handle.render(scale=scale).to_pil().convert("RGBA")
             height = handle.get_height()
-            boxes = _sentence_boxes(handle, sentence) or _read_boxes(handle, sentence)
+            textpage = handle.get_textpage()  # read once: searched, and judged for OCR if the search fails
+            try:
+                boxes = _sentence_boxes(textpage, sentence) or _read_boxes(handle, textpage, sentence)
+            finally:
+                textpage.close()
             handle.close()
         finally:
             document.close()
@@ -40,31 +44,24 @@ def page_image(data: bytes, page: int, sentence: str, scale: float = 1.6):  # ->
     return Image.alpha_composite(image, layer).convert("RGB")
 
 
-def _sentence_boxes(page, sentence: str) -> list[tuple[float, float, float, float]]:
-    textpage = page.get_textpage()
-    try:
-        words = sentence.split()
-        for size in (len(words), 12, 8, 5, 3):
-            needle = " ".join(words[:size])
-            if size > len(words) or not needle:
-                continue
-            found = textpage.search(needle, match_case=False).get_next()
-            if found:
-                start, count = found
-                if size < len(words):  # the rest of the sentence follows: mark as many characters as it has
-                    count = min(len(sentence), textpage.count_chars() - start)
-                return [textpage.get_rect(i) for i in range(textpage.count_rects(start, count))]
-        return []
-    finally:
-        textpage.close()
+def _sentence_boxes(textpage, sentence: str) -> list[tuple[float, float, float, float]]:
+    words = sentence.split()
+    for size in (len(words), 12, 8, 5, 3):
+        needle = " ".join(words[:size])
+        if size > len(words) or not needle:
+            continue
+        found = textpage.search(needle, match_case=False).get_next()
+        if found:
+            start, count = found
+            if size < len(words):  # the rest of the sentence follows: mark as many characters as it has
+                count = min(len(sentence), textpage.count_chars() - start)
+            return [textpage.get_rect(i) for i in range(textpage.count_rects(start, count))]
+    return []
 
 
-def _read_boxes(page, sentence: str) -> list[tuple[float, float, float, float]]:
+def _read_boxes(page, textpage, sentence: str) -> list[tuple[float, float, float, float]]:
     """The sentence's words on a page that has no usable text layer, as OCR reads them, in PDF points."""
-    textpage = page.get_textpage()
-    text = textpage.get_text_range()
-    textpage.close()
-    if not ocr.available() or not ocr_reason(page, text):
+    if not ocr.available() or not ocr_reason(page, textpage.get_text_range()):
         return []
     image, scale = drawn_for_ocr(page)
     words = ocr.word_boxes(image, round(scale * 72))
