@@ -46,11 +46,8 @@ def page_image(data: bytes, page: int, sentence: str, scale: float = 1.6):  # ->
 
 def _sentence_boxes(textpage, sentence: str) -> list[tuple[float, float, float, float]]:
     words = sentence.split()
-    for size in (len(words), 12, 8, 5, 3):
-        needle = " ".join(words[:size])
-        if size > len(words) or not needle:
-            continue
-        found = textpage.search(needle, match_case=False).get_next()
+    for size in _prefix_sizes(len(words)):
+        found = textpage.search(" ".join(words[:size]), match_case=False).get_next()
         if found:
             start, count = found
             if size < len(words):  # the rest of the sentence follows: mark as many characters as it has
@@ -68,14 +65,18 @@ def _read_boxes(page, textpage, sentence: str) -> list[tuple[float, float, float
     keys = [_key(word) for word, _ in words]
     wanted = [key for key in map(_key, sentence.split()) if key]
     height = page.get_height()
-    for size in (len(wanted), 12, 8, 5, 3):
-        if size > len(wanted) or not size:
-            continue
+    for size in _prefix_sizes(len(wanted)):
         for first in range(len(keys) - size + 1):
             if keys[first : first + size] == wanted[:size]:  # then as many words as the sentence has
                 return [(left / scale, height - bottom / scale, right / scale, height - top / scale)
                         for _, (left, top, right, bottom) in words[first : first + len(wanted)]]
     return []
+
+
+def _prefix_sizes(words: int) -> list[int]:
+    """How many of a sentence's first words to look for, most first: all of them, then fewer, for a sentence
+    whose extracted text differs from the page's further on."""
+    return [size for size in (words, 12, 8, 5, 3) if 0 < size <= words]
 
 
 def _key(word: str) -> str:
