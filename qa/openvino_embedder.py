@@ -214,13 +214,16 @@ class OpenVINOEmbedder(_Batched):
         # chunks/s, median of 7 fresh processes each, int8, Zen 5; experiments/README.md, session 15). One text
         # keeps its bucket's length (int8) or its own.
         length = inputs["input_ids"].shape[1]
-        pad = bucket - length if bucket else -length % 8 if len(texts) > 1 else 0
+        if bucket:
+            pad = bucket - length
+        else:
+            pad = -length % 8 if len(texts) > 1 else 0
         if pad:
             pad_id = (self.tokenizer.padding or {}).get("pad_id", 0)
             inputs = {k: np.pad(v, ((0, 0), (0, pad)), constant_values=pad_id if k == "input_ids" else 0)
                       for k, v in inputs.items()}
         mask = inputs["attention_mask"]
-        request = self._request(bucket if fixed else 0, compiled)
+        request = self._request(bucket, compiled)  # bucket is 0 exactly when the dynamic model runs
         request.infer(inputs)
         hidden = np.array(request.get_tensor(compiled.output("last_hidden_state")).data)  # reused by the next call
         pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
